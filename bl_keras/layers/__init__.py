@@ -1,0 +1,16 @@
+"""Keras layers of bl_keras: residual blocks and the Big-Little module."""
+
+from bl_keras.layers.big_little import MERGE_MODES, BigLittleModule
+from bl_keras.layers.blocks import ResidualBlock, SqueezeExcite, bottleneck_width
+from bl_keras.layers.resample import UPSAMPLE_MODES, resize_nearest, upsample_add
+
+__all__ = [
+    "MERGE_MODES",
+    "UPSAMPLE_MODES",
+    "BigLittleModule",
+    "ResidualBlock",
+    "SqueezeExcite",
+    "bottleneck_width",
+    "resize_nearest",
+    "upsample_add",
+]

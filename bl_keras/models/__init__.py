@@ -1,0 +1,80 @@
+"""Model builders, keras.applications style, and a name -> builder table.
+
+>>> from bl_keras import models
+>>> model = models.get("bl_resnet50", alpha=2, beta=4, classes=10)
+"""
+
+from bl_keras.models import cifar, resnet
+from bl_keras.models.cifar import (
+    bl_resnet20_cifar,
+    bl_resnet32_cifar,
+    bl_resnet44_cifar,
+    bl_resnet56_cifar,
+    resnet20_cifar,
+    resnet32_cifar,
+    resnet44_cifar,
+    resnet56_cifar,
+)
+from bl_keras.models.resnet import (
+    bl_resnet50,
+    bl_resnet101,
+    bl_resnet152,
+    bl_resnext50_32x4d,
+    bl_resnext101_32x4d,
+    bl_resnext101_64x4d,
+    bl_seresnext50_32x4d,
+    bl_seresnext101_32x4d,
+    resnet50,
+    resnet101,
+    resnet152,
+    resnext50_32x4d,
+    resnext101_32x4d,
+    resnext101_64x4d,
+    seresnext50_32x4d,
+    seresnext101_32x4d,
+)
+
+_MODELS = {
+    builder.__name__: builder
+    for builder in (
+        resnet50,
+        resnet101,
+        resnet152,
+        resnext50_32x4d,
+        resnext101_32x4d,
+        resnext101_64x4d,
+        seresnext50_32x4d,
+        seresnext101_32x4d,
+        bl_resnet50,
+        bl_resnet101,
+        bl_resnet152,
+        bl_resnext50_32x4d,
+        bl_resnext101_32x4d,
+        bl_resnext101_64x4d,
+        bl_seresnext50_32x4d,
+        bl_seresnext101_32x4d,
+        resnet20_cifar,
+        resnet32_cifar,
+        resnet44_cifar,
+        resnet56_cifar,
+        bl_resnet20_cifar,
+        bl_resnet32_cifar,
+        bl_resnet44_cifar,
+        bl_resnet56_cifar,
+    )
+}
+
+
+def list_models():
+    """Names accepted by `get`, sorted."""
+    return sorted(_MODELS)
+
+
+def get(name, **kwargs):
+    """Builds the model registered as `name` with the builder's keyword arguments."""
+    if name not in _MODELS:
+        raise ValueError(f"unknown model {name!r}; known models: {', '.join(list_models())}")
+    return _MODELS[name](**kwargs)
+
+
+__all__ = ["cifar", "get", "list_models", "resnet", *_MODELS]

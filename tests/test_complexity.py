@@ -71,3 +71,15 @@ def test_mac_table_attributes_layers():
     paths = {r.path for r in records}
     assert "stage1/big_block1/conv1" in paths and "predictions" in paths
     assert sum(r.macs for r in records) == profile.count_macs(models.bl_resnet20_cifar())
+
+
+def test_concat_merge_matches_table7():
+    """Table 7: bL-ResNet-50 with concatenation, 20.57M params and 2.01 GFLOPs."""
+    model = models.bl_resnet50(merge="concat")
+    assert profile.count_params(model) == pytest.approx(20.57e6, rel=2e-3)
+    assert profile.count_macs(model, 224) == pytest.approx(2.01e9, rel=0.04)
+
+
+def test_bilinear_upsampling_costs_no_macs():
+    model = models.bl_resnet50(upsample="bilinear")
+    assert profile.count_macs(model, 224) == 2_856_058_880

@@ -1,0 +1,40 @@
+"""Complexity of the paper's models beside the paper's figures, and the CPU speed of ResNet-50
+against bL-ResNet-50 measured in one run.
+
+    python -m apps.benchmark                      # everything (a few minutes on 2 cores)
+    python -m apps.benchmark --nospeed            # complexity table only
+    python -m apps.benchmark --runtimes=tflite --repeats=20
+"""
+
+from absl import app, flags
+
+from bl_keras import benchmark
+
+FLAGS = flags.FLAGS
+flags.DEFINE_bool("complexity", True, "Print the params / MACs table of the paper's models.")
+flags.DEFINE_bool("speed", True, "Time the baseline against the Big-Little model.")
+flags.DEFINE_string("baseline", "resnet50", "Baseline model for the speed comparison.")
+flags.DEFINE_string("model", "bl_resnet50", "Model compared with the baseline.")
+flags.DEFINE_integer("size", 224, "Input size for the speed comparison.")
+flags.DEFINE_integer("batch", 16, "Batch size of the throughput measurement.")
+flags.DEFINE_list("runtimes", list(benchmark.timing.RUNTIMES), "Runtimes to time.")
+flags.DEFINE_integer("repeats", 10, "Timed runs per model, runtime and batch size.")
+
+
+def main(argv):
+    del argv
+    if FLAGS.complexity:
+        print("## Complexity (MACs of conv and FC layers; paper 'FLOPs' are MACs)\n")
+        print(benchmark.complexity_table(benchmark.complexity_rows()), "\n", flush=True)
+    if FLAGS.speed:
+        timings, summary = benchmark.speed_comparison(
+            FLAGS.baseline, FLAGS.model, size=FLAGS.size, batch=FLAGS.batch,
+            runtimes=FLAGS.runtimes, repeats=FLAGS.repeats,
+        )
+        print(f"## CPU speed at {FLAGS.size}x{FLAGS.size} (median of {FLAGS.repeats} runs)\n")
+        print(benchmark.timings_table(timings, FLAGS.baseline, FLAGS.model), "\n")
+        print(benchmark.summary_table(summary))
+
+
+if __name__ == "__main__":
+    app.run(main)

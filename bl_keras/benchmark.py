@@ -1,0 +1,176 @@
+"""Complexity and speed reports: our models beside the paper's figures, and measured speedups."""
+
+import dataclasses
+
+from tqdm.auto import tqdm
+
+from bl_keras import models, paper, profile, timing
+
+# The paper's models: (name, alpha, beta); alpha/beta None for baselines.
+PAPER_MODELS = (
+    ("resnet50", None, None),
+    ("bl_resnet50", 2, 4),
+    ("bl_resnet50", 2, 2),
+    ("bl_resnet50", 4, 2),
+    ("bl_resnet50", 4, 4),
+    ("resnet101", None, None),
+    ("bl_resnet101", 2, 4),
+    ("resnet152", None, None),
+    ("bl_resnet152", 2, 4),
+    ("resnext50_32x4d", None, None),
+    ("bl_resnext50_32x4d", 2, 4),
+    ("resnext101_32x4d", None, None),
+    ("bl_resnext101_32x4d", 2, 4),
+    ("resnext101_64x4d", None, None),
+    ("bl_resnext101_64x4d", 2, 4),
+    ("seresnext50_32x4d", None, None),
+    ("bl_seresnext50_32x4d", 2, 4),
+    ("seresnext101_32x4d", None, None),
+    ("bl_seresnext101_32x4d", 2, 4),
+)
+
+
+@dataclasses.dataclass(frozen=True)
+class ComplexityRow:
+    label: str
+    params: int
+    macs_224: int
+    macs_256: int
+    saving: float | None  # baseline MACs / our MACs, at 224
+    paper: paper.PaperFigure | None
+    paper_saving: float | None
+
+
+def label(name, alpha, beta):
+    return name if alpha is None else f"{name} (a={alpha}, b={beta})"
+
+
+def complexity_rows(entries=PAPER_MODELS, progress=True):
+    """Params and MACs of each (name, alpha, beta), with savings against the baseline."""
+    measured = {}
+    rows = []
+    for name, alpha, beta in tqdm(entries, desc="building", disable=not progress, leave=False):
+        kwargs = {} if alpha is None else {"alpha": alpha, "beta": beta}
+        model = models.get(name, **kwargs)
+        measured[name, alpha, beta] = (
+            profile.count_params(model),
+            profile.count_macs(model, 224),
+            profile.count_macs(model, 256),
+        )
+        del model
+    for name, alpha, beta in entries:
+        params, macs_224, macs_256 = measured[name, alpha, beta]
+        fig = paper.figure(name, alpha, beta)
+        saving = paper_saving = None
+        if fig is not None and fig.baseline is not None:
+            base = measured.get((fig.baseline, None, None))
+            saving = base[1] / macs_224 if base else None
+            base_fig = paper.figure(fig.baseline)
+            paper_saving = base_fig.gmacs / fig.gmacs if base_fig else None
+        rows.append(ComplexityRow(label(name, alpha, beta), params, macs_224, macs_256, saving,
+                                  fig, paper_saving))
+    return rows
+
+
+def _x(value):
+    return "" if value is None else f"{value:.2f}x"
+
+
+def complexity_table(rows):
+    headers = ["model", "params (M)", "paper", "GMACs@224", "paper", "GMACs@256", "paper",
+               "saving", "paper saving"]
+    body = [
+        [
+            r.label,
+            f"{r.params / 1e6:.2f}",
+            "" if r.paper is None else f"{r.paper.mparams:.2f}",
+            f"{r.macs_224 / 1e9:.3f}",
+            "" if r.paper is None else f"{r.paper.gmacs:.2f}",
+            f"{r.macs_256 / 1e9:.3f}",
+            "" if r.paper is None or r.paper.gmacs_256 is None else f"{r.paper.gmacs_256:.2f}",
+            _x(r.saving),
+            _x(r.paper_saving),
+        ]
+        for r in rows
+    ]
+    return format_table(headers, body)
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeedSummary:
+    baseline: str
+    model: str
+    mac_ratio: float
+    throughput: tuple  # (baseline Timing, model Timing) at the throughput batch, best runtimes
+    latency: tuple  # same at batch 1
+
+    @property
+    def throughput_speedup(self):
+        return self.throughput[0].seconds / self.throughput[1].seconds
+
+    @property
+    def latency_speedup(self):
+        return self.latency[0].seconds / self.latency[1].seconds
+
+
+def speed_comparison(baseline="resnet50", model="bl_resnet50", size=224, batch=16,
+                     runtimes=timing.RUNTIMES, repeats=10, progress=True):
+    """Times `model` against `baseline` on every runtime at `batch` and at batch 1, in one run."""
+    built = {name: models.get(name, input_shape=(size, size, 3)) for name in (baseline, model)}
+    mac_ratio = profile.count_macs(built[baseline]) / profile.count_macs(built[model])
+    timings = timing.measure(built, runtimes=runtimes, batches=(batch, 1), repeats=repeats,
+                             progress=progress)
+    summary = SpeedSummary(
+        baseline,
+        model,
+        mac_ratio,
+        (timing.best(timings, baseline, batch), timing.best(timings, model, batch)),
+        (timing.best(timings, baseline, 1), timing.best(timings, model, 1)),
+    )
+    return timings, summary
+
+
+def timings_table(timings, baseline, model):
+    by_key = {(t.model, t.runtime, t.batch): t for t in timings}
+    rows = []
+    for runtime in dict.fromkeys(t.runtime for t in timings):
+        for batch in dict.fromkeys(t.batch for t in timings):
+            base, ours = by_key[baseline, runtime, batch], by_key[model, runtime, batch]
+            rows.append([
+                runtime,
+                str(batch),
+                f"{base.seconds * 1e3:.1f}",
+                f"{ours.seconds * 1e3:.1f}",
+                f"{base.images_per_second:.1f}",
+                f"{ours.images_per_second:.1f}",
+                f"{base.seconds / ours.seconds:.2f}x",
+            ])
+    headers = ["runtime", "batch", f"{baseline} ms", f"{model} ms", f"{baseline} img/s",
+               f"{model} img/s", "speedup"]
+    return format_table(headers, rows)
+
+
+def summary_table(s):
+    batch = s.throughput[0].batch
+    rows = [
+        [f"throughput, batch {batch} (img/s)",
+         f"{s.throughput[0].images_per_second:.1f} ({s.throughput[0].runtime})",
+         f"{s.throughput[1].images_per_second:.1f} ({s.throughput[1].runtime})",
+         f"{s.throughput_speedup:.2f}x", f"{s.throughput_speedup / s.mac_ratio:.0%}"],
+        ["latency, batch 1 (ms)",
+         f"{s.latency[0].seconds * 1e3:.1f} ({s.latency[0].runtime})",
+         f"{s.latency[1].seconds * 1e3:.1f} ({s.latency[1].runtime})",
+         f"{s.latency_speedup:.2f}x", f"{s.latency_speedup / s.mac_ratio:.0%}"],
+    ]
+    headers = ["best runtime of each", s.baseline, s.model, "speedup",
+               f"of MAC ratio {s.mac_ratio:.2f}x"]
+    return format_table(headers, rows)
+
+
+def format_table(headers, rows):
+    """A Markdown table, columns padded so it also reads well in a terminal."""
+    widths = [max(len(str(c)) for c in col) for col in zip(headers, *rows)]
+    lines = ["| " + " | ".join(str(c).ljust(w) for c, w in zip(line, widths)) + " |"
+             for line in [headers, *rows]]
+    lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
+    return "\n".join(lines)

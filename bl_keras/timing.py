@@ -1,0 +1,131 @@
+"""Wall-clock timing of models on the runtimes users deploy to: TF graph mode, XLA and TFLite.
+
+Timings of the models being compared are interleaved (model A, model B, model A, ...) so that a
+machine that gets busier or quieter during the run affects all of them alike; ratios should only
+be taken between timings of one `measure` call.
+"""
+
+import dataclasses
+import pathlib
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from tqdm.auto import tqdm
+
+RUNTIMES = ("graph", "xla", "tflite")
+
+
+@dataclasses.dataclass(frozen=True)
+class Timing:
+    model: str
+    runtime: str
+    batch: int
+    seconds: float  # median seconds per batch over the timed repeats
+
+    @property
+    def images_per_second(self):
+        return self.batch / self.seconds
+
+
+def keras_runner(model, jit_compile):
+    """A function running `model` in inference mode as one tf.function (optionally XLA)."""
+    fn = tf.function(lambda x: model(x, training=False), jit_compile=jit_compile)
+    return lambda x: fn(x).numpy()
+
+
+def to_tflite(model, workdir=None, optimizations=()):
+    """TFLite flatbuffer of `model` through a SavedModel export (the path that folds BatchNorm
+    into convolutions), builtin ops only, so a model needing TF ops fails here."""
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = str(pathlib.Path(tmp) / "saved_model")
+        model.export(path, format="tf_saved_model", verbose=False)
+        converter = tf.lite.TFLiteConverter.from_saved_model(path)
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        converter.optimizations = list(optimizations)
+        return converter.convert()
+
+
+def tflite_runner(flatbuffer, batch, num_threads=None):
+    """A function running a TFLite flatbuffer with LiteRT (XNNPACK) at a fixed batch size."""
+    from ai_edge_litert.interpreter import Interpreter
+
+    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads)
+    detail = interpreter.get_input_details()[0]
+    shape = list(detail["shape"])
+    if shape[0] != batch:
+        interpreter.resize_tensor_input(detail["index"], [batch, *shape[1:]])
+    interpreter.allocate_tensors()
+    output = interpreter.get_output_details()[0]["index"]
+
+    def run(x):
+        interpreter.set_tensor(detail["index"], x)
+        interpreter.invoke()
+        return interpreter.get_tensor(output)
+
+    return run
+
+
+def make_runner(model, runtime, batch, num_threads=None):
+    if runtime == "graph":
+        return keras_runner(model, jit_compile=False)
+    if runtime == "xla":
+        return keras_runner(model, jit_compile=True)
+    if runtime == "tflite":
+        return tflite_runner(to_tflite(model), batch, num_threads=num_threads)
+    raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
+
+
+def measure(models, runtimes=RUNTIMES, batches=(16, 1), repeats=10, warmup=2, seed=0,
+            num_threads=None, progress=True):
+    """Median seconds per batch of each named model on each runtime and batch size.
+
+    Args:
+        models: mapping name -> Keras model with a static input size.
+        runtimes: subset of `RUNTIMES`.
+        batches: batch sizes to time.
+        repeats: timed runs per (model, runtime, batch), interleaved across models.
+        warmup: untimed runs first (tracing, XLA compilation, allocation).
+        num_threads: TFLite threads (None: LiteRT's default).
+
+    Returns:
+        A list of `Timing`.
+    """
+    rng = np.random.default_rng(seed)
+    results = []
+    steps = len(runtimes) * len(batches) * len(models) * (repeats + warmup)
+    bar = tqdm(total=steps, desc="timing", disable=not progress, leave=False)
+    for runtime in runtimes:
+        for batch in batches:
+            runners = {}
+            inputs = {}
+            for name, model in models.items():
+                shape = (batch, *model.input_shape[1:])
+                if any(d is None for d in shape):
+                    raise ValueError(f"model {name!r} needs a static input size, got {shape}")
+                inputs[name] = rng.uniform(0, 255, shape).astype("float32")
+                runners[name] = make_runner(model, runtime, batch, num_threads)
+                for _ in range(warmup):
+                    runners[name](inputs[name])
+                    bar.update()
+            times = {name: [] for name in models}
+            for _ in range(repeats):
+                for name, run in runners.items():
+                    start = time.perf_counter()
+                    run(inputs[name])
+                    times[name].append(time.perf_counter() - start)
+                    bar.update()
+            results += [
+                Timing(name, runtime, batch, float(np.median(t))) for name, t in times.items()
+            ]
+    bar.close()
+    return results
+
+
+def best(timings, model, batch):
+    """The fastest runtime's timing of `model` at `batch`."""
+    candidates = [t for t in timings if t.model == model and t.batch == batch]
+    if not candidates:
+        raise ValueError(f"no timing of {model!r} at batch {batch}")
+    return min(candidates, key=lambda t: t.seconds)

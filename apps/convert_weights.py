@@ -40,7 +40,8 @@ def main(argv):
         classifier_activation=None if activation.lower() == "none" else activation,
     )
     print(f"{FLAGS.model} (alpha={FLAGS.alpha}, beta={FLAGS.beta}): "
-          f"{model.count_params():,} parameters from {FLAGS.source} -> {FLAGS.output}")
+          f"{len(model.weights)} tensors ({model.count_params():,} values) from {FLAGS.source} "
+          f"-> {FLAGS.output}")
 
 
 if __name__ == "__main__":

@@ -12,6 +12,11 @@ linear weights (out, in) -> (in, out), the SE block's 1x1 convs (out, in, 1, 1) 
 (in, out), BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/
 moving_variance. `num_batches_tracked` is ignored.
 
+Only the Big-Little models have official checkpoints. The baselines (`resnet50`, ...) are mapped
+with the same names (`layerN.i`), but torchvision checkpoints do not fit them: their strided
+shortcut is a strided 1x1 conv (`downsample.0`), ours the official AvgPool + 1x1 conv, and the
+mismatch is reported as such.
+
 >>> from bl_keras import convert, models
 >>> model = models.bl_resnet50(include_preprocessing=False)
 >>> convert.load_official_weights(model, "blresnet50.pth.tar")  # doctest: +SKIP

@@ -303,13 +303,19 @@ def load_official_weights(model, source):
         source: path to an official `.pth`/`.pth.tar` checkpoint (read with torch, which must
             be installed: `pip install bl_keras[torch]`), path to a `.npz` of the state dict,
             or a mapping key -> numpy array or torch tensor. A "state_dict" entry and
-            "module." prefixes are handled; `num_batches_tracked` is ignored.
+            "module." prefixes are handled; `num_batches_tracked` is ignored. A model built
+            with `include_top=False` takes all weights but the classifier's (`fc.*`).
 
     Raises:
         ValueError: listing all missing keys, unexpected keys and shape mismatches.
     """
     targets = official_targets(model)
-    assign_official(targets, read_state_dict(source), f"model {model.name!r}")
+    state = read_state_dict(source)
+    if "fc" not in {t.split(".", 1)[0] for t in targets}:
+        # A feature extractor (include_top=False) takes everything but the classifier, as
+        # keras.applications does with ImageNet weights.
+        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
+    assign_official(targets, state, f"model {model.name!r}")
     return model
 
 

@@ -96,6 +96,17 @@ def test_pth_tar_checkpoint_through_the_builder(reference_state, reference_io, t
     check_official_logits(model, reference_io)
 
 
+def test_feature_extractor_takes_all_but_the_classifier(reference_state, reference_io):
+    full = convert.load_official_weights(bl_resnet50(), reference_state)
+    features = bl_resnet50(include_top=False, pooling="avg")
+    convert.load_official_weights(features, reference_state)
+    x = np.transpose(reference_io["input_nchw"], (0, 2, 3, 1))
+    pooled = keras.ops.convert_to_numpy(features(x, training=False))
+    fc = full.get_layer("predictions")
+    logits = pooled @ keras.ops.convert_to_numpy(fc.kernel) + keras.ops.convert_to_numpy(fc.bias)
+    np.testing.assert_allclose(logits, reference_io["logits"], atol=TOLERANCE)
+
+
 # --- 3: every key, every variable, every layout ---------------------------------------------
 
 STEM_NAMES = {

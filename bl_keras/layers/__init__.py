@@ -2,14 +2,18 @@
 
 from bl_keras.layers.big_little import MERGE_MODES, BigLittleModule
 from bl_keras.layers.blocks import ResidualBlock, SqueezeExcite, bottleneck_width
+from bl_keras.layers.merge import UpsampleAdd
 from bl_keras.layers.resample import UPSAMPLE_MODES, resize_nearest, upsample_add
+from bl_keras.layers.shuffle import ChannelShuffle
 
 __all__ = [
     "MERGE_MODES",
     "UPSAMPLE_MODES",
     "BigLittleModule",
+    "ChannelShuffle",
     "ResidualBlock",
     "SqueezeExcite",
+    "UpsampleAdd",
     "bottleneck_width",
     "resize_nearest",
     "upsample_add",

@@ -64,7 +64,7 @@ def upsample_add(small, large, mode="nearest"):
         h, w = small_hw
         channels = large.shape[-1]
         grid = ops.reshape(large, (-1, h, 2, w, 2, channels))
-        grid = grid + ops.expand_dims(ops.expand_dims(small, 2), 4)
+        grid = grid + ops.reshape(small, (-1, h, 1, w, 1, channels))
         return ops.reshape(grid, (-1, 2 * h, 2 * w, channels))
     return large + resize_nearest(small, _dynamic_hw(large))
 

@@ -33,6 +33,7 @@ from bl_keras.models.resnet import (
     seresnext50_32x4d,
     seresnext101_32x4d,
 )
+from bl_keras.models.shufflenet import bl_shufflenet_v2, shufflenet_v2
 
 _MODELS = {
     builder.__name__: builder
@@ -61,6 +62,8 @@ _MODELS = {
         bl_resnet32_cifar,
         bl_resnet44_cifar,
         bl_resnet56_cifar,
+        shufflenet_v2,
+        bl_shufflenet_v2,
     )
 }
 

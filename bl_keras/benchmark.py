@@ -6,27 +6,43 @@ from tqdm.auto import tqdm
 
 from bl_keras import models, paper, profile, timing
 
-# The paper's models: (name, alpha, beta); alpha/beta None for baselines.
+
+def paper_entry(name, alpha=None, beta=None, width=None):
+    """(label, builder name, builder kwargs) of one model of the paper."""
+    kwargs = {}
+    label = name
+    if width is not None:
+        kwargs["width_multiplier"] = width
+        label += f" {width:g}x"
+    if alpha is not None:
+        kwargs.update(alpha=alpha, beta=beta)
+        label += f" (a={alpha}, b={beta})"
+    return label, name, kwargs
+
+
+# The paper's models, baselines first so that savings can be computed.
 PAPER_MODELS = (
-    ("resnet50", None, None),
-    ("bl_resnet50", 2, 4),
-    ("bl_resnet50", 2, 2),
-    ("bl_resnet50", 4, 2),
-    ("bl_resnet50", 4, 4),
-    ("resnet101", None, None),
-    ("bl_resnet101", 2, 4),
-    ("resnet152", None, None),
-    ("bl_resnet152", 2, 4),
-    ("resnext50_32x4d", None, None),
-    ("bl_resnext50_32x4d", 2, 4),
-    ("resnext101_32x4d", None, None),
-    ("bl_resnext101_32x4d", 2, 4),
-    ("resnext101_64x4d", None, None),
-    ("bl_resnext101_64x4d", 2, 4),
-    ("seresnext50_32x4d", None, None),
-    ("bl_seresnext50_32x4d", 2, 4),
-    ("seresnext101_32x4d", None, None),
-    ("bl_seresnext101_32x4d", 2, 4),
+    paper_entry("resnet50"),
+    paper_entry("bl_resnet50", 2, 4),
+    paper_entry("bl_resnet50", 2, 2),
+    paper_entry("bl_resnet50", 4, 2),
+    paper_entry("bl_resnet50", 4, 4),
+    paper_entry("resnet101"),
+    paper_entry("bl_resnet101", 2, 4),
+    paper_entry("resnet152"),
+    paper_entry("bl_resnet152", 2, 4),
+    paper_entry("resnext50_32x4d"),
+    paper_entry("bl_resnext50_32x4d", 2, 4),
+    paper_entry("resnext101_32x4d"),
+    paper_entry("bl_resnext101_32x4d", 2, 4),
+    paper_entry("resnext101_64x4d"),
+    paper_entry("bl_resnext101_64x4d", 2, 4),
+    paper_entry("seresnext50_32x4d"),
+    paper_entry("bl_seresnext50_32x4d", 2, 4),
+    paper_entry("seresnext101_32x4d"),
+    paper_entry("bl_seresnext101_32x4d", 2, 4),
+    *(paper_entry("shufflenet_v2", width=w) for w in (1.0, 1.5, 2.0)),
+    *(paper_entry("bl_shufflenet_v2", 2, 2, width=w) for w in (1.0, 1.5, 2.0)),
 )
 
 
@@ -36,40 +52,38 @@ class ComplexityRow:
     params: int
     macs_224: int
     macs_256: int
-    saving: float | None  # baseline MACs / our MACs, at 224
+    saving: float | None  # baseline MACs at 224 / ours at the paper's size for this model
     paper: paper.PaperFigure | None
     paper_saving: float | None
 
 
-def label(name, alpha, beta):
-    return name if alpha is None else f"{name} (a={alpha}, b={beta})"
-
-
 def complexity_rows(entries=PAPER_MODELS, progress=True):
-    """Params and MACs of each (name, alpha, beta), with savings against the baseline."""
-    measured = {}
-    rows = []
-    for name, alpha, beta in tqdm(entries, desc="building", disable=not progress, leave=False):
-        kwargs = {} if alpha is None else {"alpha": alpha, "beta": beta}
+    """Params and MACs of each (label, name, kwargs), with savings against the baseline.
+
+    A model the paper reports only at 256 (bL-ShuffleNetV2@256) is compared at 256 with its
+    baseline at 224, as the paper does."""
+    rows = {}
+    for label, name, kwargs in tqdm(entries, desc="building", disable=not progress,
+                                    leave=False):
         model = models.get(name, **kwargs)
-        measured[name, alpha, beta] = (
-            profile.count_params(model),
-            profile.count_macs(model, 224),
-            profile.count_macs(model, 256),
-        )
-        del model
-    for name, alpha, beta in entries:
-        params, macs_224, macs_256 = measured[name, alpha, beta]
-        fig = paper.figure(name, alpha, beta)
+        params = profile.count_params(model)
+        macs_224, macs_256 = profile.count_macs(model, 224), profile.count_macs(model, 256)
+        fig = paper.PAPER.get(label)
         saving = paper_saving = None
-        if fig is not None and fig.baseline is not None:
-            base = measured.get((fig.baseline, None, None))
-            saving = base[1] / macs_224 if base else None
-            base_fig = paper.figure(fig.baseline)
-            paper_saving = base_fig.gmacs / fig.gmacs if base_fig else None
-        rows.append(ComplexityRow(label(name, alpha, beta), params, macs_224, macs_256, saving,
-                                  fig, paper_saving))
-    return rows
+        if fig is not None and fig.baseline in rows:
+            at_256 = fig.gmacs is None
+            ours = macs_256 if at_256 else macs_224
+            saving = rows[fig.baseline].macs_224 / ours
+            base_fig = paper.PAPER[fig.baseline]
+            paper_saving = base_fig.gmacs / (fig.gmacs_256 if at_256 else fig.gmacs)
+        rows[label] = ComplexityRow(label, params, macs_224, macs_256, saving, fig,
+                                    paper_saving)
+        del model
+    return list(rows.values())
+
+
+def _g(value):
+    return "" if value is None else f"{value:g}"
 
 
 def _x(value):
@@ -85,9 +99,9 @@ def complexity_table(rows):
             f"{r.params / 1e6:.2f}",
             "" if r.paper is None else f"{r.paper.mparams:.2f}",
             f"{r.macs_224 / 1e9:.3f}",
-            "" if r.paper is None else f"{r.paper.gmacs:.2f}",
+            _g(r.paper and r.paper.gmacs),
             f"{r.macs_256 / 1e9:.3f}",
-            "" if r.paper is None or r.paper.gmacs_256 is None else f"{r.paper.gmacs_256:.2f}",
+            _g(r.paper and r.paper.gmacs_256),
             _x(r.saving),
             _x(r.paper_saving),
         ]

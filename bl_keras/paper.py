@@ -8,51 +8,43 @@ import dataclasses
 
 @dataclasses.dataclass(frozen=True)
 class PaperFigure:
-    gmacs: float  # the paper's "FLOPs (10^9)" at `size`
     mparams: float  # the paper's "Params (10^6)"
-    gmacs_256: float | None = None  # the paper's "@256" FLOPs, where Table 2 gives them
-    baseline: str | None = None  # model the saving is measured against
+    gmacs: float | None  # the paper's "FLOPs (10^9)" at 224
+    gmacs_256: float | None = None  # the paper's "@256" FLOPs, where it gives them
+    baseline: str | None = None  # label of the model the saving is measured against
     source: str = ""  # table of the paper
 
 
+def _bl(mparams, gmacs, gmacs_256, baseline, source="Table 2"):
+    return PaperFigure(mparams, gmacs, gmacs_256, baseline, source)
+
+
+# Keyed by the labels of `bl_keras.benchmark.PAPER_MODELS`.
 PAPER = {
-    ("resnet50", ()): PaperFigure(4.09, 25.55, source="Table 1"),
-    ("bl_resnet50", (2, 4)): PaperFigure(2.85, 26.69, baseline="resnet50", source="Table 1"),
-    ("bl_resnet50", (2, 2)): PaperFigure(2.91, 26.97, baseline="resnet50", source="Table 1"),
-    ("bl_resnet50", (4, 2)): PaperFigure(2.49, 26.31, baseline="resnet50", source="Table 1"),
-    ("bl_resnet50", (4, 4)): PaperFigure(2.48, 26.24, baseline="resnet50", source="Table 1"),
-    ("resnet101", ()): PaperFigure(7.80, 44.54, source="Table 2"),
-    ("bl_resnet101", (2, 4)): PaperFigure(
-        3.89, 41.85, gmacs_256=5.08, baseline="resnet101", source="Table 2"
-    ),
-    ("resnet152", ()): PaperFigure(11.51, 60.19, source="Table 2"),
-    ("bl_resnet152", (2, 4)): PaperFigure(
-        5.04, 57.36, gmacs_256=6.58, baseline="resnet152", source="Table 2"
-    ),
-    ("resnext50_32x4d", ()): PaperFigure(4.23, 25.03, source="Table 2"),
-    ("bl_resnext50_32x4d", (2, 4)): PaperFigure(
-        3.03, 26.19, gmacs_256=3.95, baseline="resnext50_32x4d", source="Table 2"
-    ),
-    ("resnext101_32x4d", ()): PaperFigure(7.97, 44.17, source="Table 2"),
-    ("bl_resnext101_32x4d", (2, 4)): PaperFigure(
-        4.08, 41.51, gmacs_256=5.33, baseline="resnext101_32x4d", source="Table 2"
-    ),
-    ("resnext101_64x4d", ()): PaperFigure(15.46, 83.46, source="Table 2"),
-    ("bl_resnext101_64x4d", (2, 4)): PaperFigure(
-        7.14, 77.36, gmacs_256=9.32, baseline="resnext101_64x4d", source="Table 2"
-    ),
-    ("seresnext50_32x4d", ()): PaperFigure(4.23, 27.56, source="Table 2"),
-    ("bl_seresnext50_32x4d", (2, 4)): PaperFigure(
-        3.03, 28.77, gmacs_256=3.95, baseline="seresnext50_32x4d", source="Table 2"
-    ),
-    ("seresnext101_32x4d", ()): PaperFigure(7.97, 48.96, source="Table 2"),
-    ("bl_seresnext101_32x4d", (2, 4)): PaperFigure(
-        4.08, 45.88, gmacs_256=5.33, baseline="seresnext101_32x4d", source="Table 2"
-    ),
+    "resnet50": PaperFigure(25.55, 4.09, source="Table 1"),
+    "bl_resnet50 (a=2, b=4)": _bl(26.69, 2.85, None, "resnet50", "Table 1"),
+    "bl_resnet50 (a=2, b=2)": _bl(26.97, 2.91, None, "resnet50", "Table 1"),
+    "bl_resnet50 (a=4, b=2)": _bl(26.31, 2.49, None, "resnet50", "Table 1"),
+    "bl_resnet50 (a=4, b=4)": _bl(26.24, 2.48, None, "resnet50", "Table 1"),
+    "resnet101": PaperFigure(44.54, 7.80, source="Table 2"),
+    "bl_resnet101 (a=2, b=4)": _bl(41.85, 3.89, 5.08, "resnet101"),
+    "resnet152": PaperFigure(60.19, 11.51, source="Table 2"),
+    "bl_resnet152 (a=2, b=4)": _bl(57.36, 5.04, 6.58, "resnet152"),
+    "resnext50_32x4d": PaperFigure(25.03, 4.23, source="Table 2"),
+    "bl_resnext50_32x4d (a=2, b=4)": _bl(26.19, 3.03, 3.95, "resnext50_32x4d"),
+    "resnext101_32x4d": PaperFigure(44.17, 7.97, source="Table 2"),
+    "bl_resnext101_32x4d (a=2, b=4)": _bl(41.51, 4.08, 5.33, "resnext101_32x4d"),
+    "resnext101_64x4d": PaperFigure(83.46, 15.46, source="Table 2"),
+    "bl_resnext101_64x4d (a=2, b=4)": _bl(77.36, 7.14, 9.32, "resnext101_64x4d"),
+    "seresnext50_32x4d": PaperFigure(27.56, 4.23, source="Table 2"),
+    "bl_seresnext50_32x4d (a=2, b=4)": _bl(28.77, 3.03, 3.95, "seresnext50_32x4d"),
+    "seresnext101_32x4d": PaperFigure(48.96, 7.97, source="Table 2"),
+    "bl_seresnext101_32x4d (a=2, b=4)": _bl(45.88, 4.08, 5.33, "seresnext101_32x4d"),
+    # Table 9: baselines at 224, bL-ShuffleNetV2 only at 256 ("@256").
+    "shufflenet_v2 1x": PaperFigure(2.30, 0.146, source="Table 9"),
+    "shufflenet_v2 1.5x": PaperFigure(3.51, 0.299, source="Table 9"),
+    "shufflenet_v2 2x": PaperFigure(7.40, 0.588, source="Table 9"),
+    "bl_shufflenet_v2 1x (a=2, b=2)": _bl(2.33, None, 0.150, "shufflenet_v2 1x", "Table 9"),
+    "bl_shufflenet_v2 1.5x (a=2, b=2)": _bl(4.80, None, 0.298, "shufflenet_v2 1.5x", "Table 9"),
+    "bl_shufflenet_v2 2x (a=2, b=2)": _bl(7.60, None, 0.590, "shufflenet_v2 2x", "Table 9"),
 }
-
-
-def figure(name, alpha=None, beta=None):
-    """The paper's figure for a model (and alpha, beta for Big-Little models), or None."""
-    key = (name, (alpha, beta) if alpha is not None else ())
-    return PAPER.get(key)

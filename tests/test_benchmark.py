@@ -4,7 +4,7 @@ import sys
 import numpy as np
 import pytest
 
-from bl_keras import benchmark, models, timing
+from bl_keras import benchmark, models, paper, timing
 
 
 def test_every_runtime_computes_the_model():
@@ -48,11 +48,28 @@ def test_measure_needs_static_sizes():
 
 def test_complexity_rows_saving_against_baseline():
     rows = benchmark.complexity_rows(
-        (("resnet50", None, None), ("bl_resnet50", 2, 4)), progress=False
+        (benchmark.paper_entry("resnet50"), benchmark.paper_entry("bl_resnet50", 2, 4)),
+        progress=False,
     )
     assert rows[1].saving == pytest.approx(4_089_184_256 / 2_856_058_880)
     assert rows[1].paper.gmacs == 2.85 and rows[1].paper_saving == pytest.approx(4.09 / 2.85)
     assert "bl_resnet50 (a=2, b=4)" in benchmark.complexity_table(rows)
+
+
+def test_models_reported_only_at_256_are_compared_at_256():
+    rows = benchmark.complexity_rows(
+        (benchmark.paper_entry("shufflenet_v2", width=1.0),
+         benchmark.paper_entry("bl_shufflenet_v2", 2, 2, width=1.0)),
+        progress=False,
+    )
+    assert rows[1].label == "bl_shufflenet_v2 1x (a=2, b=2)"
+    assert rows[1].saving == pytest.approx(rows[0].macs_224 / rows[1].macs_256)
+    assert rows[1].paper_saving == pytest.approx(0.146 / 0.150)
+
+
+def test_every_paper_model_has_a_paper_figure():
+    labels = [label for label, _, _ in benchmark.PAPER_MODELS]
+    assert set(labels) == set(paper.PAPER)
 
 
 def test_benchmark_app_runs():

@@ -18,7 +18,8 @@ flags.DEFINE_string("model", "bl_resnet50", "Model compared with the baseline.")
 flags.DEFINE_integer("size", 224, "Input size for the speed comparison.")
 flags.DEFINE_integer("batch", 16, "Batch size of the throughput measurement.")
 flags.DEFINE_list("runtimes", list(benchmark.timing.RUNTIMES), "Runtimes to time.")
-flags.DEFINE_integer("repeats", 10, "Timed runs per model, runtime and batch size.")
+flags.DEFINE_integer("repeats", 10, "Timed runs per model and runtime at --batch.")
+flags.DEFINE_integer("latency_repeats", 50, "Timed runs per model and runtime at batch 1.")
 
 
 def main(argv):
@@ -29,9 +30,10 @@ def main(argv):
     if FLAGS.speed:
         timings, summary = benchmark.speed_comparison(
             FLAGS.baseline, FLAGS.model, size=FLAGS.size, batch=FLAGS.batch,
-            runtimes=FLAGS.runtimes, repeats=FLAGS.repeats,
+            runtimes=FLAGS.runtimes, repeats=FLAGS.repeats, latency_repeats=FLAGS.latency_repeats,
         )
-        print(f"## CPU speed at {FLAGS.size}x{FLAGS.size} (median of {FLAGS.repeats} runs)\n")
+        print(f"## CPU speed at {FLAGS.size}x{FLAGS.size} (median of {FLAGS.repeats} runs at "
+              f"batch {FLAGS.batch}, {FLAGS.latency_repeats} at batch 1; runs interleaved)\n")
         print(benchmark.timings_table(timings, FLAGS.baseline, FLAGS.model), "\n")
         print(benchmark.summary_table(summary))
 

@@ -128,12 +128,12 @@ class SpeedSummary:
 
 
 def speed_comparison(baseline="resnet50", model="bl_resnet50", size=224, batch=16,
-                     runtimes=timing.RUNTIMES, repeats=10, progress=True):
+                     runtimes=timing.RUNTIMES, repeats=10, latency_repeats=50, progress=True):
     """Times `model` against `baseline` on every runtime at `batch` and at batch 1, in one run."""
     built = {name: models.get(name, input_shape=(size, size, 3)) for name in (baseline, model)}
     mac_ratio = profile.count_macs(built[baseline]) / profile.count_macs(built[model])
     timings = timing.measure(built, runtimes=runtimes, batches=(batch, 1), repeats=repeats,
-                             progress=progress)
+                             latency_repeats=latency_repeats, progress=progress)
     summary = SpeedSummary(
         baseline,
         model,

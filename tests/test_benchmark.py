@@ -28,7 +28,8 @@ def test_tflite_conversion_folds_batch_norm():
 
 def test_speed_comparison_reports_all_runtimes():
     timings, summary = benchmark.speed_comparison(
-        "resnet20_cifar", "bl_resnet20_cifar", size=32, batch=4, repeats=2, progress=False
+        "resnet20_cifar", "bl_resnet20_cifar", size=32, batch=4, repeats=2, latency_repeats=3,
+        progress=False,
     )
     assert {(t.runtime, t.batch) for t in timings} == {
         (r, b) for r in timing.RUNTIMES for b in (4, 1)
@@ -76,6 +77,7 @@ def test_benchmark_app_runs():
     out = subprocess.run(
         [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--baseline=resnet20_cifar",
          "--model=bl_resnet20_cifar", "--size=32", "--batch=2", "--repeats=1",
+         "--latency_repeats=2",
          "--runtimes=graph,tflite"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout

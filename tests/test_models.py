@@ -76,6 +76,17 @@ def test_save_load_round_trip(name, tmp_path):
     check_save_load(model, x, tmp_path)
 
 
+def test_weights_argument_takes_keras_weight_files(tmp_path):
+    source = models.bl_resnet20_cifar(classes=3)
+    x = np.random.default_rng(0).uniform(0, 255, (2, 32, 32, 3)).astype("float32")
+    source.save_weights(tmp_path / "w.weights.h5")
+    source.save(tmp_path / "m.keras")
+    expected = keras.ops.convert_to_numpy(source(x))
+    for path in (tmp_path / "w.weights.h5", tmp_path / "m.keras"):
+        loaded = models.bl_resnet20_cifar(classes=3, weights=str(path))
+        np.testing.assert_array_equal(keras.ops.convert_to_numpy(loaded(x)), expected)
+
+
 def test_export_saved_model_round_trip(tmp_path):
     import tensorflow as tf
 

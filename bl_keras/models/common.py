@@ -30,15 +30,17 @@ def image_input(input_shape, min_size, model_name):
 
 def check_image_size(min_size, model_name):
     """A layer that fails with a clear error when a dynamic-size model gets a too-small image."""
-    return MinImageSize(min_size, name=f"{model_name}_min_size") if min_size else None
+    return MinImageSize(min_size, name=f"{model_name}_min_size")
 
 
 @keras.saving.register_keras_serializable(package="bl_keras")
 class MinImageSize(layers.Layer):
     """Identity that raises a ValueError naming the size when the image is smaller than `size`.
 
-    Models accept `(None, None, 3)` inputs; a statically known too-small size is refused when
-    the model is called, a dynamic one when the graph runs.
+    Models accept `(None, None, 3)` inputs. The size is checked whenever it is known as the
+    model is called or traced: eager calls, and `fit`/`predict`/`evaluate`, which trace with the
+    batch's concrete shape. A graph traced with unknown sizes (an export with a `None` size)
+    cannot check it.
 
     Args:
         size: smallest height and width accepted.

@@ -1,0 +1,110 @@
+"""Images/s of our ImageNet training pipeline against `keras.utils.image_dataset_from_directory`
+with the same random-resized crop and flip, on generated JPEGs, both in one run.
+
+    python benchmarks/pipeline.py [--num_images=512 --width=500 --height=375 --batches=30]
+
+Ours decodes only the crop window (`tf.image.decode_and_crop_jpeg`); the Keras loader decodes
+(and resizes) whole images and is cropped afterwards.
+"""
+
+import gc
+import os
+import tempfile
+import time
+
+import numpy as np
+import tensorflow as tf
+from absl import app, flags
+from PIL import Image
+
+import pipelines
+from pipelines import preprocess
+
+FLAGS = flags.FLAGS
+flags.DEFINE_integer("num_images", 512, "Generated JPEGs (4 classes).")
+flags.DEFINE_integer("width", 500, "Width of the generated images.")
+flags.DEFINE_integer("height", 375, "Height of the generated images.")
+flags.DEFINE_integer("image_size", 224, "Training crop size.")
+flags.DEFINE_integer("batch_size", 64, "Batch size.")
+flags.DEFINE_integer("batches", 30, "Timed batches per pipeline (after 3 warm-up batches).")
+flags.DEFINE_integer("rounds", 2, "Alternating timing rounds per pipeline.")
+
+
+def write_jpegs(root, count, width, height, classes=4, seed=0):
+    """Photo-like JPEGs (smooth gradients plus noise) in root/train/<class>/."""
+    rng = np.random.default_rng(seed)
+    yy, xx = np.mgrid[0:height, 0:width]
+    for i in range(count):
+        folder = os.path.join(root, "train", f"class{i % classes}")
+        os.makedirs(folder, exist_ok=True)
+        base = np.stack([(xx * rng.uniform(0.2, 0.6) + yy * rng.uniform(0.1, 0.5)) % 256,
+                         (xx * rng.uniform(0.1, 0.4)) % 256,
+                         (yy * rng.uniform(0.1, 0.4)) % 256], axis=-1)
+        image = np.clip(base + rng.normal(0, 12, base.shape), 0, 255).astype(np.uint8)
+        Image.fromarray(image).save(os.path.join(folder, f"{i:05d}.jpg"), quality=90)
+
+
+def ours(root, image_size, batch_size):
+    return pipelines.get_dataset(f"folder:{root}", "train", image_size, batch_size,
+                                 training=True).repeat()
+
+
+def keras_loader(root, image_size, batch_size, width, height):
+    """Keras' directory loader (whole images at their size) + the same crop and flip."""
+    import keras
+
+    ds = keras.utils.image_dataset_from_directory(
+        os.path.join(root, "train"), image_size=(height, width), batch_size=None, shuffle=True,
+        seed=0, verbose=False)
+    seeds = tf.data.Dataset.random(seed=0).batch(2)
+
+    def crop_flip(image, label, seed):
+        window = preprocess.sample_crop_window(tf.shape(image)[:2], seed)
+        y, x, h, w = window
+        image = tf.image.resize(image[y:y + h, x:x + w], (image_size, image_size))
+        flip_seed = tf.random.experimental.stateless_fold_in(seed, 1)
+        return tf.image.stateless_random_flip_left_right(image, flip_seed), label
+
+    ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: crop_flip(*e, s),
+                                           num_parallel_calls=tf.data.AUTOTUNE)
+    return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).repeat()
+
+
+def images_per_second(iterator, batches, batch_size):
+    for _ in range(3):
+        next(iterator)
+    start = time.perf_counter()
+    for _ in range(batches):
+        next(iterator)
+    return batches * batch_size / (time.perf_counter() - start)
+
+
+def main(argv):
+    del argv
+    cores = os.cpu_count()
+    with tempfile.TemporaryDirectory() as root:
+        write_jpegs(root, FLAGS.num_images, FLAGS.width, FLAGS.height)
+        iterators = {
+            "bl_keras pipelines": iter(ours(root, FLAGS.image_size, FLAGS.batch_size)),
+            "keras image_dataset_from_directory": iter(keras_loader(
+                root, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.height)),
+        }
+        rates = {name: [] for name in iterators}
+        for _ in range(FLAGS.rounds):
+            for name, iterator in iterators.items():
+                rates[name].append(images_per_second(iterator, FLAGS.batches, FLAGS.batch_size))
+        iterators.clear()  # stop the prefetching before the files go
+        gc.collect()
+    best = {name: max(r) for name, r in rates.items()}
+    ours_rate, keras_rate = best.values()
+    print(f"ImageNet training pipeline, {FLAGS.width}x{FLAGS.height} JPEGs -> "
+          f"{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, {cores} cores\n")
+    print("| pipeline | images/s | images/s per core |")
+    print("|---|---|---|")
+    for name, rate in best.items():
+        print(f"| {name} | {rate:.0f} | {rate / cores:.0f} |")
+    print(f"\nratio: {ours_rate / keras_rate:.2f}x")
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,128 @@
+"""Bad examples in real data sets (truncated or mislabelled files): skipped and counted by name,
+or raised at the first one.
+
+`guarded_map` runs a per-example function that may fail (a decode error) or report a problem
+(an out-of-range label). With `on_error="skip"` failures are dropped inside tf.data and every
+dropped example is remembered by name in a `BadDataReport`: each name is put in a hash table as
+the example enters and taken out when it comes out whole, so after a full pass the table holds
+exactly the examples that were skipped. With `on_error="raise"` the function runs eagerly
+inside `tf.py_function` so that the first failure raises an error naming the example (slower:
+a mode for checking a data set, not for training on it).
+"""
+
+import logging
+
+import tensorflow as tf
+
+ON_ERROR = ("skip", "raise")
+
+log = logging.getLogger("pipelines")
+
+
+class BadExampleError(ValueError):
+    """A bad example met with `on_error="raise"`."""
+
+
+class BadDataReport:
+    """The examples a pipeline skipped as bad, by name. Read it after a full pass over the data
+    (during a pass it also holds the examples in flight)."""
+
+    def __init__(self):
+        self._table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
+        self._warned = set()
+
+    def enter(self, name):
+        with tf.control_dependencies([self._table.insert(tf.reshape(name, [1]),
+                                                         tf.ones([1], tf.int64))]):
+            return tf.identity(name)
+
+    def leave(self, name):
+        return self._table.remove(tf.reshape(name, [1]))
+
+    @property
+    def names(self):
+        """Sorted names of the examples skipped so far."""
+        keys, _ = self._table.export()
+        return sorted(k.decode("utf-8", "replace") for k in keys.numpy())
+
+    @property
+    def count(self):
+        return int(self._table.size().numpy())
+
+    def warn(self):
+        """Logs a warning naming each skipped example not reported before; returns the count."""
+        names = self.names
+        for name in names:
+            if name not in self._warned:
+                log.warning("skipped bad example %s", name)
+                self._warned.add(name)
+        return len(names)
+
+
+def check_on_error(on_error):
+    if on_error not in ON_ERROR:
+        raise ValueError(f"on_error must be one of {ON_ERROR}, got {on_error!r}")
+
+
+def guarded_map(dataset, fn, on_error, report=None, num_parallel_calls=tf.data.AUTOTUNE,
+                deterministic=None):
+    """Maps `fn` over a dataset of `(name, *inputs)` elements, skipping or raising on bad ones.
+
+    `fn(*inputs)` returns `(outputs, problem)`: `outputs` a structure of tensors, `problem` a scalar
+    string, empty when the example is good (e.g. "label 1200 not in [0, 1000)"). An op error
+    inside `fn` (an undecodable image) also marks the example bad.
+
+    Returns the dataset of `outputs`.
+    """
+    check_on_error(on_error)
+    if on_error == "raise":
+        return dataset.map(_raising(fn, dataset.element_spec[1:]),
+                           num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+    if report is None:
+        raise ValueError("on_error='skip' needs a BadDataReport to count skipped examples")
+
+    def run(name, *inputs):
+        entered = report.enter(name)
+        # Everything `fn` does depends on the insertion, so an example that fails is recorded.
+        with tf.control_dependencies([entered]):
+            inputs = [tf.identity(i) for i in inputs]
+        outputs, problem = fn(*inputs)
+        return entered, outputs, problem
+
+    def good(name, outputs, problem):
+        return tf.equal(problem, "")
+
+    def leave(name, outputs, problem):
+        with tf.control_dependencies([report.leave(name)]):
+            return tf.nest.map_structure(tf.identity, outputs)
+
+    return (
+        dataset.map(run, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        .ignore_errors()
+        .filter(good)
+        .map(leave)
+    )
+
+
+def _raising(fn, input_specs):
+    """`fn` run eagerly under `tf.py_function`, raising `BadExampleError` naming the example."""
+    structure, _ = tf.function(fn).get_concrete_function(*input_specs).structured_outputs
+    out_specs = [tf.TensorSpec.from_tensor(o) for o in tf.nest.flatten(structure)]
+
+    def eager(name, *inputs):
+        label = name.numpy().decode("utf-8", "replace")
+        try:
+            outputs, problem = fn(*inputs)
+        except tf.errors.OpError as e:
+            raise BadExampleError(f"bad example {label}: {e.message}") from None
+        if problem.numpy():
+            raise BadExampleError(f"bad example {label}: {problem.numpy().decode()}")
+        return tf.nest.flatten(outputs)
+
+    def mapped(name, *inputs):
+        outputs = tf.py_function(eager, [name, *inputs], [s.dtype for s in out_specs])
+        for o, s in zip(outputs, out_specs):
+            o.set_shape(s.shape)
+        return tf.nest.pack_sequence_as(structure, outputs)
+
+    return mapped

@@ -1,0 +1,16 @@
+import pathlib
+import re
+import subprocess
+import sys
+
+SCRIPT = pathlib.Path(__file__).resolve().parents[1] / "benchmarks" / "pipeline.py"
+
+
+def test_pipeline_benchmark_runs():
+    out = subprocess.run(
+        [sys.executable, str(SCRIPT), "--num_images=24", "--width=120", "--height=90",
+         "--image_size=32", "--batch_size=4", "--batches=2", "--rounds=1"],
+        capture_output=True, text=True, timeout=300, check=True,
+    ).stdout
+    assert "| bl_keras pipelines |" in out and "| keras image_dataset_from_directory |" in out
+    assert re.search(r"ratio: \d+\.\d\dx", out)

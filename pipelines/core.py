@@ -218,8 +218,9 @@ def _examples(source, input_context, deterministic):
     if pipelines > 1 and len(shards) >= pipelines:
         shards = shards[input_context.input_pipeline_id::pipelines]
         return files.named_records(shards, deterministic=deterministic), "files"
-    return _shard(files.named_records(shards, deterministic=deterministic),
-                  input_context), sharding
+    # Sharding by example needs every pipeline to see the records in the same order.
+    ordered = True if sharding == "data" else deterministic
+    return _shard(files.named_records(shards, deterministic=ordered), input_context), sharding
 
 
 def get_dataset(
@@ -259,9 +260,10 @@ def get_dataset(
         on_error: "skip" (default: bad examples are dropped, counted and named in
             `dataset.bad_data`) or "raise" (the first bad example raises, naming it).
         resolutions: training only: a set of sizes, one drawn per batch (MutualNet / slimmable
-            training); crops are made at the largest and each batch is resized.
+            training); crops are made at the largest (= `image_size`), each batch resized.
         multi_resolution: sizes of per-example tuples of the same crop (MutualNet's input list):
-            images become a tuple, the first at `image_size`.
+            images become a tuple in the given order, crops made at the largest
+            (= `image_size`) and resized down.
         seed: makes shuffling and augmentation reproducible (with `deterministic=True`, the
             whole order).
         deterministic: keep element order (parallel maps still run in parallel).
@@ -287,20 +289,20 @@ def get_dataset(
     _check_size("image_size", image_size)
     _check_size("batch_size", batch_size)
     spec = parse_spec(spec)
-    sizes = None
-    if multi_resolution:
-        sizes = tuple(multi_resolution)
-        for s in sizes:
-            _check_size("multi_resolution size", s)
-        if sizes[0] != image_size:
-            sizes = (image_size, *[s for s in sizes if s != image_size])
-    if resolutions:
-        for s in resolutions:
-            _check_size("resolution", s)
-        if not training:
-            raise ValueError("resolutions (one drawn per batch) are for training; evaluate at "
-                             "one image_size")
-        image_size = max(resolutions)
+    sizes = tuple(multi_resolution) if multi_resolution else None
+    for name, group in (("multi_resolution", sizes), ("resolutions", resolutions)):
+        if group:
+            for s in group:
+                _check_size(f"{name} size", s)
+            if image_size != max(group):
+                raise ValueError(f"image_size {image_size} must be the largest of {name}="
+                                 f"{tuple(group)}: crops are made at it and resized down")
+    if resolutions and sizes:
+        raise ValueError("give resolutions (one size per batch) or multi_resolution (tuples of "
+                         "sizes), not both")
+    if resolutions and not training:
+        raise ValueError("resolutions (one drawn per batch) are for training; evaluate at "
+                         "one image_size")
     source = open_source(spec, split, data_dir, image_size=image_size,
                          seed=0 if seed is None else seed, one_based_labels=one_based_labels,
                          input_context=input_context)

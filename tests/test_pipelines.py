@@ -33,15 +33,18 @@ def flat(level, mode="RGB", size=(60, 45)):
 
 
 def good_files(level):
-    """Every decodable kind, named .jpg or by its format."""
+    """Every decodable kind, all named .jpg (where JPEGs are expected), plus real extensions."""
     return {
         "rgb.jpg": encode(flat(level), "JPEG", quality=95),
         "gray.jpg": encode(flat(level, "L"), "JPEG", quality=95),
         "cmyk.jpg": encode(flat(level, "CMYK"), "JPEG", quality=95),
-        "png_named.jpg": encode(flat(level), "PNG"),
-        "rgba.png": encode(flat(level, "RGBA"), "PNG"),
-        "anim.gif": encode(flat(level, "P"), "GIF"),
-        "bitmap.bmp": encode(flat(level), "BMP"),
+        "png.jpg": encode(flat(level), "PNG"),
+        "rgba_png.jpg": encode(flat(level, "RGBA"), "PNG"),
+        "gif.jpg": encode(flat(level, "P"), "GIF"),
+        "bmp.jpg": encode(flat(level), "BMP"),
+        "real.png": encode(flat(level), "PNG"),
+        "real.gif": encode(flat(level, "P"), "GIF"),
+        "real.bmp": encode(flat(level), "BMP"),
     }
 
 
@@ -85,7 +88,7 @@ def collect(dataset):
 def test_list_image_folder_keeps_empty_class_indices(dirty_folder):
     paths, labels, classes = files.list_image_folder(str(dirty_folder), "train")
     assert classes == ["class0", "class1", "class2_empty"]
-    assert len(paths) == 2 * 10 and set(labels) == {0, 1}
+    assert len(paths) == 2 * 13 and set(labels) == {0, 1}
     assert not any(p.endswith(".txt") for p in paths)
     assert files.empty_classes(labels, classes) == ["class2_empty"]
 
@@ -241,6 +244,14 @@ def test_multi_resolution_tuples_are_the_same_crop():
     np.testing.assert_allclose(small.numpy(), tf.image.resize(big, (16, 16)).numpy(), atol=1e-3)
 
 
+def test_resolution_sets_must_include_image_size():
+    with pytest.raises(ValueError, match="image_size 32 must be the largest of"):
+        pipelines.get_dataset("digits", "train", 32, 8, training=True, resolutions=(48, 32))
+    with pytest.raises(ValueError, match="image_size 24 must be the largest of"):
+        pipelines.get_dataset("digits", "train", 24, 8, training=True,
+                              multi_resolution=(32, 24))
+
+
 def test_resolutions_only_when_training():
     with pytest.raises(ValueError, match="for training"):
         pipelines.get_dataset("digits", "test", 32, 8, training=False, resolutions=(32, 16))
@@ -265,7 +276,18 @@ def test_sharding_by_file_and_per_replica_batch(dirty_records, dirty_folder):
         ds = pipelines.get_dataset(f"folder:{dirty_folder}", "train", 32, 3, training=False,
                                    input_context=context)
         counts.append(sum(len(y) for _, y in ds))
-    assert sum(counts) == 14
+    assert sum(counts) == 2 * len(good_files(0))
+
+
+def test_data_sharding_when_there_are_fewer_shards_than_workers(dirty_records):
+    counts = []
+    for worker in range(3):
+        context = tf.distribute.InputContext(3, worker, 3)
+        ds = pipelines.get_dataset(f"tfrecord:{dirty_records}/train-*", "train", 32, 3,
+                                   training=False, one_based_labels=True, num_classes=2,
+                                   input_context=context)
+        counts.append(sum(len(y) for _, y in ds))
+    assert sum(counts) == 5 and all(counts)  # records dealt round-robin, none twice
 
 
 def test_data_sharding_of_arrays():

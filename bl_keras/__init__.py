@@ -1,7 +1,11 @@
-"""bl_keras: efficient multi-resolution convolutional networks for Keras 3."""
+"""bl_keras: efficient multi-resolution convolutional networks for Keras 3.
 
-from bl_keras import layers, models, profile
+Importing it registers every custom layer, optimizer and loss, so `keras.models.load_model`
+reads bl_keras models without `custom_objects`.
+"""
+
+from bl_keras import layers, models, profile, training
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "models", "profile", "__version__"]
+__all__ = ["layers", "models", "profile", "training", "__version__"]

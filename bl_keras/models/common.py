@@ -89,7 +89,9 @@ def conv_bn(x, filters, kernel_size, name, strides=1, groups=1, relu=True):
 def classifier_head(x, include_top, pooling, classes, classifier_activation):
     if include_top:
         x = layers.GlobalAveragePooling2D(name="avg_pool")(x)
-        return layers.Dense(classes, activation=classifier_activation, name="predictions")(x)
+        # float32 even under a mixed-precision policy: softmax and the loss need the range.
+        return layers.Dense(classes, activation=classifier_activation, dtype="float32",
+                            name="predictions")(x)
     if pooling == "avg":
         return layers.GlobalAveragePooling2D(name="avg_pool")(x)
     if pooling == "max":

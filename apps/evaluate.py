@@ -1,0 +1,50 @@
+"""Evaluates a saved model: top-1/top-5, MACs, params and batch-1 latency (JSON and a table).
+
+    python -m apps.evaluate --model_path=runs/digits/model.keras --dataset=digits --split=test
+"""
+
+import json
+
+import keras
+from absl import app, flags
+
+import pipelines
+from bl_keras import benchmark, evaluation
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model_path", None, "A .keras model.")
+flags.DEFINE_string("dataset", "digits", "digits, cifar10, cifar100, imagenet, folder:, tfrecord:.")
+flags.DEFINE_string("data_dir", None, "Where the data set is prepared.")
+flags.DEFINE_string("split", "test", "Split to evaluate.")
+flags.DEFINE_integer("image_size", None, "Input size (default: the model's).")
+flags.DEFINE_integer("batch_size", 128, "Batch size.")
+flags.DEFINE_integer("classes", None, "Number of classes where the data set does not fix it.")
+flags.DEFINE_enum("latency_runtime", "graph", ["graph", "xla", "tflite"], "Runtime of the "
+                  "batch-1 latency.")
+flags.DEFINE_string("output", None, "Also write the JSON report here.")
+flags.mark_flag_as_required("model_path")
+
+
+def main(argv):
+    del argv
+    model = keras.models.load_model(FLAGS.model_path)
+    size = FLAGS.image_size or model.input_shape[1]
+    if size is None:
+        raise app.UsageError("the model takes any size: pass --image_size")
+    dataset = pipelines.get_dataset(FLAGS.dataset, FLAGS.split, size, FLAGS.batch_size,
+                                    training=False, data_dir=FLAGS.data_dir,
+                                    num_classes=FLAGS.classes)
+    report = evaluation.evaluate(model, dataset, size, FLAGS.latency_runtime, verbose=1)
+    report.update(model_path=FLAGS.model_path, dataset=FLAGS.dataset, split=FLAGS.split,
+                  image_size=size, examples_skipped_as_bad=dataset.bad_data.count
+                  if dataset.bad_data else None)
+    rows = [[k, f"{v:.4f}" if isinstance(v, float) else str(v)] for k, v in report.items()]
+    print(benchmark.format_table(["metric", "value"], rows))
+    print(json.dumps(report))
+    if FLAGS.output:
+        with open(FLAGS.output, "w") as f:
+            json.dump(report, f, indent=2)
+
+
+if __name__ == "__main__":
+    app.run(main)

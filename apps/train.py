@@ -1,0 +1,74 @@
+"""Trains a registered model on a data set; resumable, distributed, with XLA and mixed precision.
+
+    python -m apps.train --model=bl_resnet20_cifar --dataset=digits --image_size=32 \
+        --epochs=5 --batch_size=64 --lr=0.4 --model_dir=runs/digits
+
+Running the same command again after the run was killed resumes from the last completed epoch.
+See the README for ImageNet on a GPU host, on several hosts (TF_CONFIG) and on a TPU.
+"""
+
+import json
+
+from absl import app, flags
+
+from bl_keras.training import trainer
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "bl_resnet20_cifar", "A name of bl_keras.models.list_models().")
+flags.DEFINE_integer("alpha", None, "Big-Little alpha (little-branch width reduction).")
+flags.DEFINE_integer("beta", None, "Big-Little beta (little-branch depth reduction).")
+flags.DEFINE_string("dataset", "digits",
+                    "digits, cifar10, cifar100, imagenet, folder:PATH or tfrecord:GLOB.")
+flags.DEFINE_string("data_dir", None, "Where cifar10/100 or imagenet are prepared.")
+flags.DEFINE_integer("classes", None, "Number of classes where the data set does not fix it.")
+flags.DEFINE_string("train_split", "train", "Split to train on.")
+flags.DEFINE_string("eval_split", "test", "Split to evaluate on (val for ImageNet).")
+flags.DEFINE_integer("epochs", 10, "Epochs.")
+flags.DEFINE_integer("batch_size", 128, "Global batch size (over all replicas and workers).")
+flags.DEFINE_integer("image_size", 32, "Input size (224 for ImageNet).")
+flags.DEFINE_integer("steps_per_epoch", None, "Needed where the data set size is unknown.")
+flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"],
+                  "sgd: Nesterov momentum 0.9 with coupled L2 (official recipe); adamw.")
+flags.DEFINE_float("lr", 0.1, "Peak learning rate at batch 256 (scaled linearly), see --scale_lr.")
+flags.DEFINE_bool("scale_lr", True, "Scale --lr by batch_size / 256.")
+flags.DEFINE_float("weight_decay", 1e-4, "L2 (sgd, coupled) or weight decay (adamw).")
+flags.DEFINE_enum("schedule", "cosine", ["cosine", "constant"], "Per-step learning-rate schedule.")
+flags.DEFINE_float("warmup_epochs", 0.0, "Linear warm-up before the cosine decay.")
+flags.DEFINE_float("label_smoothing", 0.0, "Label smoothing.")
+flags.DEFINE_float("color_jitter", 0.0, "ImageNet color jitter strength (0.4 officially).")
+flags.DEFINE_enum("jit_compile", "auto", ["auto", "true", "false"],
+                  "XLA; Keras' auto turns it off on CPU, so pass true to force it.")
+flags.DEFINE_enum("mixed_precision", "none", ["none", "float16", "bfloat16"], "Mixed precision.")
+flags.DEFINE_enum("strategy", "default", list(trainer.STRATEGIES),
+                  "default, mirrored (fit on all local GPUs), multi_worker (TF_CONFIG), tpu.")
+flags.DEFINE_enum("on_error", "skip", ["skip", "raise"], "Bad examples: skip and count, or raise.")
+flags.DEFINE_integer("seed", None, "Seed for weights, shuffling and augmentation.")
+flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 one line per epoch.")
+flags.DEFINE_string("model_dir", None, "Output folder (resumes from it if it has a backup).")
+flags.mark_flag_as_required("model_dir")
+
+
+def config_from_flags():
+    model_kwargs = {k: getattr(FLAGS, k) for k in ("alpha", "beta") if getattr(FLAGS, k)}
+    jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
+    return trainer.TrainConfig(
+        model=FLAGS.model, model_dir=FLAGS.model_dir, dataset=FLAGS.dataset,
+        data_dir=FLAGS.data_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
+        image_size=FLAGS.image_size, optimizer=FLAGS.optimizer, lr=FLAGS.lr,
+        scale_lr=FLAGS.scale_lr, weight_decay=FLAGS.weight_decay, schedule=FLAGS.schedule,
+        warmup_epochs=FLAGS.warmup_epochs, label_smoothing=FLAGS.label_smoothing,
+        jit_compile=jit, mixed_precision=FLAGS.mixed_precision, strategy=FLAGS.strategy,
+        classes=FLAGS.classes, model_kwargs=model_kwargs, train_split=FLAGS.train_split,
+        eval_split=FLAGS.eval_split, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
+        color_jitter=FLAGS.color_jitter, on_error=FLAGS.on_error, verbose=FLAGS.verbose,
+    )
+
+
+def main(argv):
+    del argv
+    metrics = trainer.train(config_from_flags())
+    print(json.dumps(metrics, indent=2))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -1,0 +1,267 @@
+"""`train(config)`: the training job behind `python -m apps.train`.
+
+Single host (default, mirrored): Keras `fit` with the official recipe, resumable
+(`BackupAndRestore` after every epoch, so a killed run continues from its last completed epoch
+with optimizer state and schedule position), TensorBoard logs, `history.csv`, the final
+`model.keras` and `metrics.json`. Multi-worker and TPU: the custom loop of
+`bl_keras.training.distributed`, because Keras 3 `fit` fails under MultiWorkerMirroredStrategy
+(keras issue 20585).
+"""
+
+import dataclasses
+import json
+import math
+import os
+import time
+
+import keras
+import numpy as np
+
+from bl_keras import models, profile
+from bl_keras.training import optim
+
+STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
+PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
+
+
+@dataclasses.dataclass
+class TrainConfig:
+    model: str  # a name of bl_keras.models.list_models()
+    model_dir: str  # checkpoints, logs, history.csv, model.keras, metrics.json
+    dataset: str = "digits"  # pipelines spec
+    data_dir: str | None = None  # where cifar/imagenet are prepared
+    epochs: int = 10
+    batch_size: int = 128  # global batch
+    image_size: int = 32
+    optimizer: str = "sgd"  # "sgd" (Nesterov, coupled L2) or "adamw"
+    lr: float = 0.1  # peak learning rate at batch 256 (scaled linearly) or as given
+    scale_lr: bool = True  # scale `lr` by batch_size / 256
+    weight_decay: float = 1e-4
+    schedule: str = "cosine"  # "cosine" (per step) or "constant"
+    warmup_epochs: float = 0.0
+    label_smoothing: float = 0.0
+    jit_compile: bool | str = "auto"  # Keras' "auto" is off on CPU: pass True for XLA
+    mixed_precision: str = "none"  # "none", "float16", "bfloat16"
+    strategy: str = "default"
+    classes: int | None = None  # where the data set does not fix it
+    model_kwargs: dict = dataclasses.field(default_factory=dict)  # e.g. alpha, beta
+    train_split: str = "train"
+    eval_split: str = "test"
+    seed: int | None = None
+    steps_per_epoch: int | None = None  # needed where the data set size is unknown
+    color_jitter: float = 0.0
+    on_error: str = "skip"
+    verbose: int | str = "auto"
+
+    def validate(self):
+        if self.strategy not in STRATEGIES:
+            raise ValueError(f"strategy must be one of {STRATEGIES}, got {self.strategy!r}")
+        if self.mixed_precision not in PRECISIONS:
+            raise ValueError(f"mixed_precision must be one of {tuple(PRECISIONS)}, got "
+                             f"{self.mixed_precision!r}")
+        if self.optimizer not in optim.OPTIMIZERS:
+            raise ValueError(f"optimizer must be one of {optim.OPTIMIZERS}, got "
+                             f"{self.optimizer!r}")
+        for name in ("epochs", "batch_size", "image_size"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+                raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.model not in models.list_models():
+            raise ValueError(f"unknown model {self.model!r}; known: {models.list_models()}")
+
+
+class NonFiniteLossError(FloatingPointError):
+    """Training produced a NaN or infinite loss."""
+
+
+class StopOnNonFiniteLoss(keras.callbacks.Callback):
+    """Raises at the first NaN/inf batch loss, before the epoch ends, so the epoch's backup is
+    not written and the last good checkpoint survives (Keras' TerminateOnNaN would let the
+    epoch end and back the bad weights up)."""
+
+    def __init__(self):
+        super().__init__()
+        self.epoch = 0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self.epoch = epoch
+
+    def on_train_batch_end(self, batch, logs=None):
+        loss = (logs or {}).get("loss")
+        if loss is not None and not math.isfinite(float(loss)):
+            raise NonFiniteLossError(
+                f"loss became {float(loss)} at epoch {self.epoch + 1}, step {batch + 1}; "
+                "stopped. The last completed epoch's checkpoint is kept: lower the learning "
+                "rate (or use float32) and run the same command to resume from it."
+            )
+
+
+class Throughput(keras.callbacks.Callback):
+    """Training images per second over the epochs run in this process."""
+
+    def __init__(self, batch_size):
+        super().__init__()
+        self.batch_size = batch_size
+        self.images = 0
+        self.seconds = 0.0
+
+    def on_epoch_begin(self, epoch, logs=None):
+        self._start = time.perf_counter()
+        self._steps = 0
+
+    def on_train_batch_end(self, batch, logs=None):
+        self._steps += 1
+
+    def on_epoch_end(self, epoch, logs=None):
+        self.seconds += time.perf_counter() - self._start
+        self.images += self._steps * self.batch_size
+
+    @property
+    def images_per_second(self):
+        return self.images / self.seconds if self.seconds else None
+
+
+class ReportBadData(keras.callbacks.Callback):
+    """Logs, after each epoch, every example the input pipeline skipped as bad."""
+
+    def __init__(self, report):
+        super().__init__()
+        self.report = report
+
+    def on_epoch_end(self, epoch, logs=None):
+        if self.report is not None:
+            self.report.warn()
+
+
+def set_precision(mixed_precision):
+    keras.mixed_precision.set_global_policy(PRECISIONS[mixed_precision])
+
+
+def peak_learning_rate(config):
+    if config.scale_lr:
+        return optim.scaled_learning_rate(config.lr, config.batch_size)
+    return config.lr
+
+
+def datasets(config, input_context=None, batch_size=None):
+    """(train, eval) datasets of the config's data set."""
+    import pipelines
+
+    common = dict(data_dir=config.data_dir, on_error=config.on_error,
+                  num_classes=config.classes)
+    train = pipelines.get_dataset(
+        config.dataset, config.train_split, config.image_size,
+        batch_size or config.batch_size, training=True, seed=config.seed,
+        color_jitter=config.color_jitter, input_context=input_context, **common)
+    evaluation = pipelines.get_dataset(
+        config.dataset, config.eval_split, config.image_size, batch_size or config.batch_size,
+        training=False, input_context=input_context, **common)
+    return train, evaluation
+
+
+def steps_per_epoch(config, train):
+    if config.steps_per_epoch:
+        return config.steps_per_epoch
+    if train.num_examples is None:
+        raise ValueError(f"the size of {config.dataset!r} is not known: pass steps_per_epoch")
+    steps = train.num_examples // config.batch_size
+    if steps < 1:
+        raise ValueError(f"batch_size {config.batch_size} exceeds the {train.num_examples} "
+                         "training examples")
+    return steps
+
+
+def build_model(config, classes):
+    return models.get(config.model, classes=classes,
+                      input_shape=(config.image_size, config.image_size, 3),
+                      **config.model_kwargs)
+
+
+def compile_model(model, config, total_steps):
+    warmup = int(config.warmup_epochs * total_steps / config.epochs)
+    learning_rate = optim.schedule(peak_learning_rate(config), total_steps, warmup,
+                                   kind=config.schedule)
+    model.compile(
+        optimizer=optim.make_optimizer(config.optimizer, learning_rate, config.weight_decay),
+        loss=optim.make_loss(config.label_smoothing),
+        metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
+                 keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
+        jit_compile=config.jit_compile,
+    )
+    return model
+
+
+def make_strategy(name):
+    import tensorflow as tf
+
+    if name == "default":
+        return tf.distribute.get_strategy()
+    if name == "mirrored":
+        return tf.distribute.MirroredStrategy()
+    from bl_keras.training import distributed
+
+    return distributed.make_strategy(name)
+
+
+def train(config):
+    """Trains, evaluates and saves; returns the metrics written to `metrics.json`."""
+    config.validate()
+    os.makedirs(config.model_dir, exist_ok=True)
+    set_precision(config.mixed_precision)
+    if config.seed is not None:
+        keras.utils.set_random_seed(config.seed)
+    if config.strategy in ("multi_worker", "tpu"):
+        from bl_keras.training import distributed
+
+        return distributed.train(config)
+    strategy = make_strategy(config.strategy)
+    train_ds, eval_ds = datasets(config)
+    classes = config.classes or train_ds.num_classes
+    if classes is None:
+        raise ValueError(f"the number of classes of {config.dataset!r} is not known: pass "
+                         "classes")
+    steps = steps_per_epoch(config, train_ds)
+    with strategy.scope():
+        model = compile_model(build_model(config, classes), config, steps * config.epochs)
+    throughput = Throughput(config.batch_size)
+    callbacks = [
+        StopOnNonFiniteLoss(),
+        keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup"),
+                                         delete_checkpoint=False),
+        keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
+        keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv"), append=True),
+        ReportBadData(train_ds.bad_data),
+        throughput,
+    ]
+    model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              verbose=config.verbose)
+    return finish(model, config, eval_ds, [train_ds.bad_data, eval_ds.bad_data],
+                  throughput.images_per_second)
+
+
+def finish(model, config, eval_ds, reports, images_per_second):
+    """Evaluates, saves `model.keras` and writes `metrics.json`."""
+    results = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    skipped = sum(r.count for r in reports if r is not None)
+    metrics = {
+        "model": config.model,
+        "dataset": config.dataset,
+        "eval_split": config.eval_split,
+        "top1": float(results["top1"]),
+        "top5": float(results["top5"]),
+        "loss": float(results["loss"]),
+        "macs": profile.count_macs(model, config.image_size),
+        "params": profile.count_params(model),
+        "train_images_per_second": images_per_second,
+        "examples_skipped_as_bad": skipped,
+        "epochs": config.epochs,
+    }
+    model.save(os.path.join(config.model_dir, "model.keras"))
+    with open(os.path.join(config.model_dir, "metrics.json"), "w") as f:
+        json.dump(metrics, f, indent=2)
+    return metrics
+
+
+def config_to_dict(config):
+    return {k: (v if not isinstance(v, np.generic) else v.item())
+            for k, v in dataclasses.asdict(config).items()}

@@ -15,7 +15,7 @@ install: $(PY)
 	$(PY) -m pip install --quiet -e ".[dev,torch]" -c requirements/ci-constraints.txt
 
 demo: install
-	$(PY) -m apps.benchmark
+	$(PY) -m apps.demo
 
 test: install
 	$(PY) -m pytest -n 2 -q tests

@@ -24,7 +24,9 @@ def accuracy_vs_macs(rows, path, title="Accuracy against compute"):
     ax.set_title(title)
     ax.grid(alpha=0.3)
     xs = [r["macs"] / 1e6 for r in rows]
+    ys = [100 * r["top1"] for r in rows]
     ax.set_xlim(0, max(xs) * 1.25)
+    ax.set_ylim(max(0.0, min(ys) - 5), min(100.5, max(ys) + 2))
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

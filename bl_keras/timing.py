@@ -7,8 +7,6 @@ be taken between timings of one `measure` call.
 
 import dataclasses
 import os
-import pathlib
-import tempfile
 import time
 
 import numpy as np
@@ -36,16 +34,12 @@ def keras_runner(model, jit_compile):
     return lambda x: fn(x).numpy()
 
 
-def to_tflite(model, workdir=None, optimizations=()):
-    """TFLite flatbuffer of `model` through a SavedModel export (the path that folds BatchNorm
-    into convolutions), builtin ops only, so a model needing TF ops fails here."""
-    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
-        path = str(pathlib.Path(tmp) / "saved_model")
-        model.export(path, format="tf_saved_model", verbose=False)
-        converter = tf.lite.TFLiteConverter.from_saved_model(path)
-        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
-        converter.optimizations = list(optimizations)
-        return converter.convert()
+def to_tflite(model):
+    """Float32 TFLite flatbuffer of `model` (see `bl_keras.export.to_tflite`: through a
+    SavedModel, which folds BatchNorm into the convolutions; builtin ops only)."""
+    from bl_keras import export
+
+    return export.to_tflite(model)
 
 
 def tflite_runner(flatbuffer, batch, num_threads=None):

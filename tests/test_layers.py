@@ -75,6 +75,19 @@ def test_residual_block_structure():
     assert np.all(keras.ops.convert_to_numpy(block.bns[0].gamma) == 1)
 
 
+def test_kernels_of_one_shape_start_different():
+    """Each conv draws its own initial kernel (a shared unseeded initializer repeats itself)."""
+    block = ResidualBlock(16)
+    block.build((None, 8, 8, 16))
+    first, second = (keras.ops.convert_to_numpy(c.kernel) for c in block.convs[:2])
+    assert first.shape != second.shape or not np.array_equal(first, second)
+    module = BigLittleModule(32, blocks=4)
+    module.build((None, 8, 8, 32))
+    big = module.branch_blocks[1]
+    a, b = (keras.ops.convert_to_numpy(blk.convs[1].kernel) for blk in big[1:3])
+    assert a.shape == b.shape and not np.array_equal(a, b)
+
+
 def test_residual_block_last_relu():
     x = np.random.default_rng(0).normal(size=(1, 4, 4, 8)).astype("float32")
     with_relu = keras.ops.convert_to_numpy(ResidualBlock(8)(x))

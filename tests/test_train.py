@@ -38,7 +38,7 @@ def test_train_app_writes_everything(tmp_path):
         assert key in metrics
     assert metrics["examples_skipped_as_bad"] == 0 and metrics["macs"] > 0
     rows = history(tmp_path)
-    assert [r["epoch"] for r in rows] == ["0", "1"]
+    assert [r["epoch"] for r in rows] == ["1", "2"]
     assert float(rows[1]["loss"]) < float(rows[0]["loss"])
     assert any(f.startswith("events") for _, _, fs in os.walk(tmp_path / "logs") for f in fs)
     model = keras.models.load_model(tmp_path / "model.keras")
@@ -71,7 +71,7 @@ def test_killed_run_resumes_without_losing_or_repeating_epochs(tmp_path):
 
     run = train_app(tmp_path, "--epochs=5")
     assert run.returncode == 0, run.stderr[-3000:]
-    assert [r["epoch"] for r in history(tmp_path)] == ["0", "1", "2", "3", "4"]
+    assert [r["epoch"] for r in history(tmp_path)] == ["1", "2", "3", "4", "5"]
     model = keras.models.load_model(tmp_path / "model.keras")
     steps = 1257 // 64  # digits train split, remainder dropped
     assert int(model.optimizer.iterations.numpy()) == 5 * steps
@@ -93,7 +93,7 @@ def test_nan_loss_stops_and_keeps_the_last_good_checkpoint(tmp_path):
         trainer.train(small_config(tmp_path, epochs=2, lr=1e12, scale_lr=False))
     after = {p: p.read_bytes() for p in backup.rglob("*") if p.is_file()}
     assert before == after
-    assert [r["epoch"] for r in history(tmp_path)] == ["0"]
+    assert [r["epoch"] for r in history(tmp_path)] == ["1"]
 
 
 def test_mirrored_fit_on_two_logical_cpus(tmp_path):
@@ -114,6 +114,16 @@ print(trainer.train(config)["top1"])
     assert run.returncode == 0, run.stderr[-3000:]
     rows = history(tmp_path)
     assert len(rows) == 2 and float(rows[1]["loss"]) < float(rows[0]["loss"])
+
+
+def test_multi_worker_strategy_path_on_one_worker(tmp_path):
+    """`--strategy=multi_worker` without TF_CONFIG: one worker, through the custom step."""
+    run = train_app(tmp_path, "--epochs=2", "--strategy=multi_worker")
+    assert run.returncode == 0, run.stderr[-3000:]
+    metrics = json.loads((tmp_path / "metrics.json").read_text())
+    assert metrics["top1"] > 0.2 and metrics["params"] > 0
+    assert [r["epoch"] for r in history(tmp_path)] == ["1", "2"]
+    assert keras.models.load_model(tmp_path / "model.keras").output_shape == (None, 10)
 
 
 @pytest.mark.parametrize("precision,dtype", [("bfloat16", "bfloat16"), ("float16", "float16")])

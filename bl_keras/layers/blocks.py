@@ -15,10 +15,14 @@ BN_EPSILON = 1e-5
 BN_MOMENTUM = 0.9
 BLOCK_TYPES = ("bottleneck", "basic")
 
-# PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"), as the official code uses.
-CONV_INIT = keras.initializers.VarianceScaling(
-    scale=2.0, mode="fan_out", distribution="untruncated_normal"
-)
+def conv_init():
+    """PyTorch's kaiming_normal_(mode="fan_out", nonlinearity="relu"), as the official code uses.
+
+    A new initializer per layer: one shared unseeded Keras initializer returns the same values
+    on every call, so every kernel of a shape would start identical."""
+    return keras.initializers.VarianceScaling(
+        scale=2.0, mode="fan_out", distribution="untruncated_normal"
+    )
 
 
 def batch_norm(name, zero_gamma=False):
@@ -40,7 +44,7 @@ def conv(filters, kernel_size, name, strides=1, groups=1):
         padding="same" if strides == 1 else "valid",
         groups=groups,
         use_bias=False,
-        kernel_initializer=CONV_INIT,
+        kernel_initializer=conv_init(),
         name=name,
     )
 

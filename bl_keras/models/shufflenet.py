@@ -63,7 +63,7 @@ import dataclasses
 import keras
 from keras import layers, ops
 
-from bl_keras.layers.blocks import CONV_INIT, batch_norm, pad
+from bl_keras.layers.blocks import batch_norm, conv_init, pad
 from bl_keras.layers.merge import UpsampleAdd
 from bl_keras.layers.shuffle import ChannelShuffle
 from bl_keras.models import common
@@ -96,7 +96,7 @@ def apply_depthwise_bn(x, strides, name):
         strides=strides,
         padding="same" if strides == 1 else "valid",
         use_bias=False,
-        depthwise_initializer=CONV_INIT,
+        depthwise_initializer=conv_init(),
         name=f"{name}_conv",
     )(x)
     return batch_norm(f"{name}_bn")(x)

@@ -121,6 +121,17 @@ class Throughput(keras.callbacks.Callback):
         return self.images / self.seconds if self.seconds else None
 
 
+class HistoryCSV(keras.callbacks.CSVLogger):
+    """`history.csv`, appended to (a resumed run keeps its earlier rows), with 1-based epochs
+    as the custom distributed loop writes them."""
+
+    def __init__(self, path):
+        super().__init__(path, append=True)
+
+    def on_epoch_end(self, epoch, logs=None):
+        super().on_epoch_end(epoch + 1, logs)
+
+
 class ReportBadData(keras.callbacks.Callback):
     """Logs, after each epoch, every example the input pipeline skipped as bad."""
 
@@ -143,20 +154,24 @@ def peak_learning_rate(config):
     return config.lr
 
 
-def datasets(config, input_context=None, batch_size=None):
-    """(train, eval) datasets of the config's data set."""
+def train_dataset(config, input_context=None):
+    """The training pipeline of the config (per-replica batches with `input_context`)."""
     import pipelines
 
-    common = dict(data_dir=config.data_dir, on_error=config.on_error,
-                  num_classes=config.classes)
-    train = pipelines.get_dataset(
-        config.dataset, config.train_split, config.image_size,
-        batch_size or config.batch_size, training=True, seed=config.seed,
-        color_jitter=config.color_jitter, input_context=input_context, **common)
-    evaluation = pipelines.get_dataset(
-        config.dataset, config.eval_split, config.image_size, batch_size or config.batch_size,
-        training=False, input_context=input_context, **common)
-    return train, evaluation
+    return pipelines.get_dataset(
+        config.dataset, config.train_split, config.image_size, config.batch_size,
+        training=True, data_dir=config.data_dir, on_error=config.on_error,
+        num_classes=config.classes, seed=config.seed, color_jitter=config.color_jitter,
+        input_context=input_context)
+
+
+def eval_dataset(config):
+    import pipelines
+
+    return pipelines.get_dataset(
+        config.dataset, config.eval_split, config.image_size, config.batch_size,
+        training=False, data_dir=config.data_dir, on_error=config.on_error,
+        num_classes=config.classes)
 
 
 def steps_per_epoch(config, train):
@@ -177,12 +192,24 @@ def build_model(config, classes):
                       **config.model_kwargs)
 
 
-def compile_model(model, config, total_steps):
+def num_classes(config, train):
+    classes = config.classes or train.num_classes
+    if classes is None:
+        raise ValueError(f"the number of classes of {config.dataset!r} is not known: pass "
+                         "classes")
+    return classes
+
+
+def make_optimizer(config, total_steps):
     warmup = int(config.warmup_epochs * total_steps / config.epochs)
     learning_rate = optim.schedule(peak_learning_rate(config), total_steps, warmup,
                                    kind=config.schedule)
+    return optim.make_optimizer(config.optimizer, learning_rate, config.weight_decay)
+
+
+def compile_model(model, config, total_steps):
     model.compile(
-        optimizer=optim.make_optimizer(config.optimizer, learning_rate, config.weight_decay),
+        optimizer=make_optimizer(config, total_steps),
         loss=optim.make_loss(config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                  keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
@@ -211,15 +238,10 @@ def train(config):
     if config.seed is not None:
         keras.utils.set_random_seed(config.seed)
     if config.strategy in ("multi_worker", "tpu"):
-        from bl_keras.training import distributed
-
-        return distributed.train(config)
+        return train_custom(config)
     strategy = make_strategy(config.strategy)
-    train_ds, eval_ds = datasets(config)
-    classes = config.classes or train_ds.num_classes
-    if classes is None:
-        raise ValueError(f"the number of classes of {config.dataset!r} is not known: pass "
-                         "classes")
+    train_ds, eval_ds = train_dataset(config), eval_dataset(config)
+    classes = num_classes(config, train_ds)
     steps = steps_per_epoch(config, train_ds)
     with strategy.scope():
         model = compile_model(build_model(config, classes), config, steps * config.epochs)
@@ -229,19 +251,59 @@ def train(config):
         keras.callbacks.BackupAndRestore(os.path.join(config.model_dir, "backup"),
                                          delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
-        keras.callbacks.CSVLogger(os.path.join(config.model_dir, "history.csv"), append=True),
+        HistoryCSV(os.path.join(config.model_dir, "history.csv")),
         ReportBadData(train_ds.bad_data),
         throughput,
     ]
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks,
+              shuffle=False,  # the pipeline shuffles
               verbose=config.verbose)
-    return finish(model, config, eval_ds, [train_ds.bad_data, eval_ds.bad_data],
-                  throughput.images_per_second)
+    return finish(model, config, eval_ds, [train_ds.bad_data], throughput.images_per_second)
+
+
+def train_custom(config):
+    """Multi-worker / TPU training with the custom distributed step; the chief evaluates and
+    writes `model.keras` and `metrics.json` (other workers return an empty dict)."""
+    from bl_keras.training import distributed
+
+    strategy = distributed.make_strategy(config.strategy)
+    probe = train_dataset(config)
+    classes = num_classes(config, probe)
+    steps = steps_per_epoch(config, probe)
+    built = {}
+
+    def build():
+        built["model"] = build_model(config, classes)
+        return built["model"]
+
+    made = []
+
+    def dataset_fn(context):
+        made.append(train_dataset(config, context))
+        return made[-1]
+
+    start = time.perf_counter()
+    rows = distributed.train_custom_loop(
+        strategy, build, dataset_fn,
+        epochs=config.epochs, global_batch_size=config.batch_size,
+        make_optimizer=lambda: make_optimizer(config, steps * config.epochs),
+        loss=optim.make_loss(config.label_smoothing), model_dir=config.model_dir,
+        steps_per_epoch=steps, verbose=1 if config.verbose == "auto" else config.verbose)
+    seconds = time.perf_counter() - start
+    if not distributed.is_chief(strategy):
+        return {}
+    rate = len(rows) * steps * config.batch_size / seconds if rows else None
+    # Bad examples counted by this (the chief's) input pipeline; each worker logs its own.
+    reports = [made[-1].bad_data] if made else []
+    return finish(built["model"], config, eval_dataset(config), reports, rate)
 
 
 def finish(model, config, eval_ds, reports, images_per_second):
     """Evaluates, saves `model.keras` and writes `metrics.json`."""
-    results = model.evaluate(eval_ds, return_dict=True, verbose=0)
+    from bl_keras import evaluation
+
+    results = evaluation.accuracy_and_loss(model, eval_ds)
+    reports = [*reports, eval_ds.bad_data]
     skipped = sum(r.count for r in reports if r is not None)
     metrics = {
         "model": config.model,

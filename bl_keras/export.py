@@ -1,0 +1,358 @@
+"""Deployment exports of Keras image models: a uint8 SavedModel for serving and TFLite
+flatbuffers (float32, float16 weights or full int8) for phones, with parity checks against Keras.
+
+>>> from bl_keras import export
+>>> export.export_saved_model(model, "served/")              # doctest: +SKIP
+>>> flatbuffer = export.to_tflite(model, quantize="int8",     # doctest: +SKIP
+...                               representative_images=train_images[:200])
+>>> export.parity(model, flatbuffer, test_images)             # doctest: +SKIP
+{'max_abs_diff': 1.75, 'top1_agreement': 0.997, 'count': 360}
+
+TFLite conversion goes through a SavedModel export (the route that folds BatchNorm into the
+convolutions) and allows builtin ops only, so a model needing TF (select) ops fails here with
+`UnsupportedOpsError` rather than on a phone.
+"""
+
+import numbers
+import os
+import pathlib
+import re
+import tempfile
+
+import keras
+import numpy as np
+import tensorflow as tf
+
+QUANTIZE = ("none", "float16", "int8")
+SERVING_KEY = "serving_default"
+# Phrases of the converter's message when an op has no builtin TFLite kernel.
+_UNSUPPORTED_MARKERS = (
+    "neither a custom op nor a flex op",
+    "not supported by the native TFLite runtime",
+    "ops are not supported",
+)
+
+
+class UnsupportedOpsError(ValueError):
+    """The model needs ops that TFLite's builtin op set lacks (they would need TF select ops).
+
+    Attributes:
+        ops: names of the offending TF ops (e.g. `["tf.MatrixDeterminant"]`), as far as the
+            converter's message names them.
+    """
+
+    def __init__(self, message, ops=()):
+        super().__init__(message)
+        self.ops = list(ops)
+
+
+def _is_int(value):
+    return isinstance(value, numbers.Integral) and not isinstance(value, bool)
+
+
+def input_spec(model, image_size=None, dtype=tf.float32):
+    """The `tf.TensorSpec` `[None, H, W, C]` of the model's images for an export.
+
+    Args:
+        model: a single-input Keras image model (NHWC).
+        image_size: int or (height, width); needed when the model's input size is dynamic, and
+            must agree with it when it is static.
+        dtype: dtype of the spec.
+
+    Returns:
+        A `tf.TensorSpec` with a dynamic batch dimension, named "images".
+
+    Raises:
+        ValueError: several inputs, not NHWC, a dynamic size without `image_size`, or an
+            `image_size` that contradicts the model's static size.
+    """
+    shape = model.input_shape
+    if not (isinstance(shape, tuple) and all(d is None or isinstance(d, int) for d in shape)):
+        raise ValueError(f"export needs a model with a single image input, got input shapes "
+                         f"{shape!r}")
+    if len(shape) != 4:
+        raise ValueError(f"export needs NHWC image inputs (rank 4), got input shape {shape!r}")
+    static = shape[1:3]
+    if image_size is not None:
+        size = (image_size, image_size) if _is_int(image_size) else tuple(image_size)
+        if len(size) != 2 or not all(_is_int(s) and s > 0 for s in size):
+            raise ValueError(f"image_size must be a positive int or (height, width), got "
+                             f"{image_size!r}")
+        size = tuple(int(s) for s in size)
+        for have, want in zip(static, size):
+            if have is not None and have != want:
+                raise ValueError(f"image_size {image_size!r} contradicts the input size "
+                                 f"{static[0]}x{static[1]} of model {model.name!r}")
+    elif None in static:
+        raise ValueError(f"model {model.name!r} has a dynamic input size {shape[1:]}: pass "
+                         "image_size (int or (height, width)) to fix the exported size")
+    else:
+        size = static
+    return tf.TensorSpec([None, *size, shape[3] or 3], dtype, name="images")
+
+
+def _write_saved_model(model, path, spec):
+    """SavedModel at `path` whose "serve" / serving_default endpoint takes `spec` images,
+    casts them to float32 and returns the model's outputs in inference mode."""
+    archive = keras.export.ExportArchive()
+    archive.track(model)
+
+    def serve(images):
+        return model(tf.cast(images, tf.float32), training=False)
+
+    archive.add_endpoint("serve", serve, input_signature=[spec])
+    archive.write_out(str(path), verbose=False)
+
+
+def export_saved_model(model, path, image_size=None):
+    """Writes a SavedModel for serving that takes uint8 RGB images.
+
+    Its default signature (`serving_default`, also callable as `.serve` after
+    `tf.saved_model.load`) takes uint8 images `[None, H, W, 3]` (input key "images") of the
+    model's static input size, casts them to float32 (bl_keras models normalise inside) and returns
+    the model's outputs ("output_0" in the signature's dict).
+
+    Args:
+        model: a Keras image model taking RGB float in [0, 255].
+        path: directory to write.
+        image_size: int or (height, width); required when the model's input size is dynamic.
+
+    Returns:
+        `path` as a string.
+
+    Raises:
+        ValueError: see `input_spec`.
+    """
+    _write_saved_model(model, path, input_spec(model, image_size, tf.uint8))
+    return str(path)
+
+
+def _calibration_images(representative_images, spec):
+    """The representative images as a list of float32 [1, H, W, C] arrays (checked)."""
+    if representative_images is None:
+        raise ValueError('quantize="int8" needs representative_images (float images in '
+                         "[0, 255] from the training data) to calibrate activation ranges")
+    images = []
+    for item in representative_images:
+        item = np.asarray(item, np.float32)
+        batch = item[None] if item.ndim == 3 else item
+        if batch.ndim != 4 or tuple(batch.shape[1:]) != tuple(spec.shape[1:]):
+            raise ValueError(f"representative images must be [H, W, C] or [N, H, W, C] with "
+                             f"H, W, C = {tuple(spec.shape[1:])}, got shape {item.shape}")
+        images += [image[None] for image in batch]
+    if not images:
+        raise ValueError('quantize="int8" needs at least one representative image, got none')
+    return images
+
+
+def _unsupported_ops_error(model, error):
+    message = str(error)
+    ops = sorted(set(re.findall(r"'(tf\.\w+)' op is neither", message))
+                 | set(re.findall(r"^\s*(tf\.\w+)\(", message, re.MULTILINE)))
+    return UnsupportedOpsError(
+        f"model {model.name!r} needs TF ops that TFLite's builtin op set lacks: "
+        f"{', '.join(ops) or '(see the converter message below)'}. Running it would need TF "
+        "select ops (the Flex delegate), which LiteRT on phones does not ship by default; "
+        "replace the layers using them.\nConverter message:\n" + message,
+        ops,
+    )
+
+
+def to_tflite(model, quantize="none", representative_images=None, image_size=None,
+              workdir=None):
+    """TFLite flatbuffer of `model`, through a SavedModel export, builtin ops only.
+
+    The flatbuffer takes float32 images `[batch, H, W, 3]` in [0, 255] (batch dynamic, 1 by
+    default) and returns the model's outputs in float32, whatever `quantize` is: with "int8"
+    the quantize/dequantize steps are inside the flatbuffer, so callers feed the same inputs as
+    to the Keras model.
+
+    Args:
+        model: a Keras image model taking RGB float in [0, 255].
+        quantize: "none" (float32), "float16" (float16 weights, about half the size; float
+            compute) or "int8" (full-integer quantization of weights and activations: only
+            int8 builtin kernels are allowed, so an op without one fails here).
+        representative_images: for "int8": an array [N, H, W, 3] or an iterable of [H, W, 3] or
+            [n, H, W, 3] float images in [0, 255], from the training data, that calibrate the
+            activation ranges (a few hundred are plenty).
+        image_size: int or (height, width); required when the model's input size is dynamic.
+        workdir: where to put the temporary SavedModel (default: the system's temp dir).
+
+    Returns:
+        The flatbuffer as bytes.
+
+    Raises:
+        ValueError: unknown `quantize`, "int8" without representative images, bad sizes.
+        UnsupportedOpsError: (a ValueError) the model needs ops TFLite builtins lack.
+    """
+    if quantize not in QUANTIZE:
+        raise ValueError(f"quantize must be one of {QUANTIZE}, got {quantize!r}")
+    spec = input_spec(model, image_size, tf.float32)
+    calibration = None
+    if quantize == "int8":
+        calibration = _calibration_images(representative_images, spec)
+    with tempfile.TemporaryDirectory(dir=workdir) as tmp:
+        path = pathlib.Path(tmp) / "saved_model"
+        _write_saved_model(model, path, spec)
+        converter = tf.lite.TFLiteConverter.from_saved_model(str(path))
+        converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS]
+        if quantize == "float16":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_types = [tf.float16]
+        elif quantize == "int8":
+            converter.optimizations = [tf.lite.Optimize.DEFAULT]
+            converter.target_spec.supported_ops = [tf.lite.OpsSet.TFLITE_BUILTINS_INT8]
+            converter.representative_dataset = lambda: ([image] for image in calibration)
+        try:
+            return converter.convert()
+        except Exception as error:  # the converter's ConverterError is not public API
+            if any(marker in str(error) for marker in _UNSUPPORTED_MARKERS):
+                raise _unsupported_ops_error(model, error) from error
+            raise
+
+
+def _interpreter(flatbuffer_or_path):
+    from ai_edge_litert.interpreter import Interpreter
+
+    if isinstance(flatbuffer_or_path, (bytes, bytearray)):
+        return Interpreter(model_content=bytes(flatbuffer_or_path), num_threads=os.cpu_count())
+    return Interpreter(model_path=str(flatbuffer_or_path), num_threads=os.cpu_count())
+
+
+def _quantize(x, detail):
+    scale, zero_point = detail["quantization"]
+    dtype = np.dtype(detail["dtype"])
+    if not np.issubdtype(dtype, np.integer) or scale == 0:
+        return x.astype(dtype)
+    info = np.iinfo(dtype)
+    return np.clip(np.round(x / scale + zero_point), info.min, info.max).astype(dtype)
+
+
+def _dequantize(y, detail):
+    scale, zero_point = detail["quantization"]
+    if not np.issubdtype(y.dtype, np.integer) or scale == 0:
+        return y.astype(np.float32, copy=False)
+    return (y.astype(np.float32) - zero_point) * np.float32(scale)
+
+
+def tflite_predict(flatbuffer_or_path, images, batch_size=1):
+    """Runs a TFLite flatbuffer on images with LiteRT (one thread per core).
+
+    Args:
+        flatbuffer_or_path: flatbuffer bytes or a `.tflite` path.
+        images: float images [N, H, W, C] in [0, 255] (the model's input size).
+        batch_size: images per invocation (the input's batch dimension is resized to it).
+            Quantized (integer) inputs and outputs, if a flatbuffer has them, are converted
+            with their scale and zero point.
+
+    Returns:
+        float32 numpy outputs [N, ...]; a list of them, in the flatbuffer's output order, for
+        a model with several outputs.
+    """
+    interpreter = _interpreter(flatbuffer_or_path)
+    (inp,) = interpreter.get_input_details()
+    images = np.asarray(images, np.float32)
+    if images.ndim != 4 or tuple(images.shape[1:]) != tuple(inp["shape"][1:]):
+        raise ValueError(f"images must be [N, {', '.join(map(str, inp['shape'][1:]))}] for "
+                         f"this flatbuffer, got shape {images.shape}")
+    if batch_size < 1:
+        raise ValueError(f"batch_size must be >= 1, got {batch_size}")
+    interpreter.allocate_tensors()
+    outputs = interpreter.get_output_details()
+    results = [[] for _ in outputs]
+    current = inp["shape"][0]
+    for start in range(0, len(images), batch_size):
+        chunk = images[start:start + batch_size]
+        if len(chunk) != current:
+            interpreter.resize_tensor_input(inp["index"], [len(chunk), *inp["shape"][1:]])
+            interpreter.allocate_tensors()
+            current = len(chunk)
+        interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
+        interpreter.invoke()
+        for result, detail in zip(results, outputs):
+            result.append(_dequantize(interpreter.get_tensor(detail["index"]), detail))
+    arrays = [np.concatenate(r) if r else np.zeros((0,), np.float32) for r in results]
+    return arrays[0] if len(arrays) == 1 else arrays
+
+
+def saved_model_predict(saved_model, images, batch_size=64):
+    """Runs the uint8 serving signature of a SavedModel from `export_saved_model`.
+
+    Args:
+        saved_model: its directory, or the object `tf.saved_model.load` returned.
+        images: images [N, H, W, C], uint8 or values in [0, 255] (rounded and clipped to
+            uint8, which is what the signature takes).
+        batch_size: images per call.
+
+    Returns:
+        float numpy outputs [N, ...] of the signature's single output; a dict of them by
+        output name if it has several.
+    """
+    loaded = tf.saved_model.load(str(saved_model)) if isinstance(
+        saved_model, (str, os.PathLike)) else saved_model
+    serve = loaded.signatures[SERVING_KEY]
+    images = to_uint8(images)
+    parts = {}
+    for start in range(0, len(images), batch_size):
+        out = serve(tf.constant(images[start:start + batch_size]))
+        for key, value in out.items():
+            parts.setdefault(key, []).append(value.numpy())
+    arrays = {key: np.concatenate(value) for key, value in parts.items()}
+    return next(iter(arrays.values())) if len(arrays) == 1 else arrays
+
+
+def to_uint8(images):
+    """Images in [0, 255] as uint8 (rounded, clipped), as a uint8 serving signature takes."""
+    images = np.asarray(images)
+    if images.dtype == np.uint8:
+        return images
+    return np.clip(np.rint(images), 0, 255).astype(np.uint8)
+
+
+def keras_predict(model, images, batch_size=64):
+    """The Keras model's outputs on float images, as numpy, through `model.predict` (a traced
+    graph like the exports'; eager calls differ from it by float32 rounding, ~1e-6 here).
+
+    Args:
+        model: a Keras model.
+        images: float images [N, H, W, C] in [0, 255].
+        batch_size: images per step.
+    """
+    return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
+
+
+def parity(model, flatbuffer, images, batch_size=32):
+    """How closely an export reproduces the Keras model on `images`.
+
+    Args:
+        model: the single-output Keras model that was exported.
+        flatbuffer: TFLite flatbuffer bytes or `.tflite` path; or a SavedModel directory from
+            `export_saved_model` (its uint8 signature then gets the images rounded to uint8,
+            and Keras gets the same rounded images as float32).
+        images: float images [N, H, W, C] in [0, 255].
+        batch_size: images per TFLite / SavedModel call.
+
+    Returns:
+        {"max_abs_diff": largest absolute difference of the outputs (float),
+         "top1_agreement": fraction of images whose argmax agrees, "count": N}.
+    """
+    images = np.asarray(images)
+    if len(images) == 0:
+        raise ValueError("parity needs at least one image")
+    if not isinstance(flatbuffer, (bytes, bytearray)) and os.path.isdir(flatbuffer):
+        images = to_uint8(images)
+        got = saved_model_predict(flatbuffer, images, batch_size)
+    else:
+        got = tflite_predict(flatbuffer, images, batch_size)
+    if isinstance(got, (list, dict)):
+        raise ValueError("parity compares single-output models; the export has "
+                         f"{len(got)} outputs")
+    expected = keras_predict(model, images.astype(np.float32), batch_size)
+    if got.shape != expected.shape:
+        raise ValueError(f"export outputs {got.shape} but Keras {expected.shape}")
+    agree = np.argmax(got, axis=-1) == np.argmax(expected, axis=-1)
+    return {
+        "max_abs_diff": float(np.max(np.abs(got - expected))),
+        "top1_agreement": float(np.mean(agree)),
+        "count": len(images),
+    }

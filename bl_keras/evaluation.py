@@ -40,10 +40,9 @@ def accuracy_and_loss(model, dataset, verbose=0):
 
 def latency_ms(model, image_size, runtime="graph", repeats=30):
     """Median batch-1 latency of `model` at `image_size` on a runtime of `bl_keras.timing`."""
-    fixed = model
     if model.input_shape[1] != image_size or model.input_shape[2] != image_size:
         raise ValueError(f"model input {model.input_shape} is not {image_size}x{image_size}")
-    timings = timing.measure({"model": fixed}, runtimes=(runtime,), batches=(1,),
+    timings = timing.measure({"model": model}, runtimes=(runtime,), batches=(1,),
                              latency_repeats=repeats, progress=False)
     return timings[0].seconds * 1e3
 

@@ -15,7 +15,6 @@ import os
 import time
 
 import keras
-import numpy as np
 
 from bl_keras import models, profile
 from bl_keras.training import optim
@@ -323,7 +322,3 @@ def finish(model, config, eval_ds, reports, images_per_second):
         json.dump(metrics, f, indent=2)
     return metrics
 
-
-def config_to_dict(config):
-    return {k: (v if not isinstance(v, np.generic) else v.item())
-            for k, v in dataclasses.asdict(config).items()}

@@ -34,6 +34,7 @@ from bl_keras.models.resnet import (
     seresnext101_32x4d,
 )
 from bl_keras.models.shufflenet import bl_shufflenet_v2, shufflenet_v2
+from bl_keras.models.speech import bl_resnet22_speech, resnet22_speech
 
 _MODELS = {
     builder.__name__: builder
@@ -64,6 +65,8 @@ _MODELS = {
         bl_resnet56_cifar,
         shufflenet_v2,
         bl_shufflenet_v2,
+        resnet22_speech,
+        bl_resnet22_speech,
     )
 }
 

@@ -12,37 +12,41 @@ import tensorflow as tf
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
-def list_image_folder(root, split=None):
-    """Lists `root[/split]/<class>/<image>` -> (paths, labels, class_names), sorted.
+def list_class_folder(root, split, extensions, what="image", item="<image>"):
+    """Lists `root[/split]/<class>/<file>` -> (paths, labels, class_names), sorted.
 
     Classes are the sorted subfolder names, so labels do not depend on which folders happen to
-    be empty (an empty class folder keeps its index and is reported in the returned names).
-    Files are those with an image extension (any case); a file that is not really an image is
-    found out when decoded, and skipped or raised there.
+    be empty (an empty class folder keeps its index). Files are those ending in one of
+    `extensions` (any case); a file that is not what its name says is found out when decoded,
+    and skipped or raised there. `what` and `item` word the errors.
     """
     folder = os.path.join(root, split) if split else root
     if not os.path.isdir(folder):
         raise ValueError(
-            f"no image folder at {folder!r}: expected {folder}/<class>/<image> "
+            f"no {what} folder at {folder!r}: expected {folder}/<class>/{item} "
             f"(split {split!r} of {root!r})"
         )
     class_names = sorted(
         d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d))
     )
     if not class_names:
-        raise ValueError(f"no class folders in {folder!r}: expected {folder}/<class>/<image>")
+        raise ValueError(f"no class folders in {folder!r}: expected {folder}/<class>/{item}")
     paths, labels = [], []
     for label, name in enumerate(class_names):
         class_dir = os.path.join(folder, name)
         for file in sorted(os.listdir(class_dir)):
-            if file.lower().endswith(IMAGE_EXTENSIONS):
+            if file.lower().endswith(extensions):
                 paths.append(os.path.join(class_dir, file))
                 labels.append(label)
     if not paths:
-        raise ValueError(
-            f"no images ({', '.join(IMAGE_EXTENSIONS)}) in the class folders of {folder!r}"
-        )
+        raise ValueError(f"no {what} files ({', '.join(extensions)}) in the class folders of "
+                         f"{folder!r}")
     return paths, labels, class_names
+
+
+def list_image_folder(root, split=None):
+    """`root[/split]/<class>/<image>` -> (paths, labels, class_names); see `list_class_folder`."""
+    return list_class_folder(root, split, IMAGE_EXTENSIONS)
 
 
 def empty_classes(labels, class_names):

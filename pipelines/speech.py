@@ -56,7 +56,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pipelines import bad_data
+from pipelines import bad_data, files
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH = 400  # 25 ms
@@ -232,24 +232,9 @@ def parse_speech_spec(path):
 
 
 def list_speech_folder(root, split):
-    """`root/split/<label>/*.wav` -> (paths, labels, class_names), sorted like
-    `files.list_image_folder`."""
-    folder = os.path.join(root, split)
-    if not os.path.isdir(folder):
-        raise ValueError(f"no speech folder at {folder!r}: expected {folder}/<label>/<name>.wav")
-    class_names = sorted(d for d in os.listdir(folder) if os.path.isdir(os.path.join(folder, d)))
-    if not class_names:
-        raise ValueError(f"no label folders in {folder!r}: expected {folder}/<label>/<name>.wav")
-    paths, labels = [], []
-    for label, name in enumerate(class_names):
-        class_dir = os.path.join(folder, name)
-        for file in sorted(os.listdir(class_dir)):
-            if file.lower().endswith(AUDIO_EXTENSIONS):
-                paths.append(os.path.join(class_dir, file))
-                labels.append(label)
-    if not paths:
-        raise ValueError(f"no .wav files in the label folders of {folder!r}")
-    return paths, labels, class_names
+    """`root/split/<label>/*.wav` -> (paths, labels, class_names), as image folders."""
+    return files.list_class_folder(root, split, AUDIO_EXTENSIONS, what="speech",
+                                   item="<name>.wav")
 
 
 def alignment_path(wav_path):

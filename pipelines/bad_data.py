@@ -3,11 +3,15 @@ or raised at the first one.
 
 `guarded_map` runs a per-example function that may fail (a decode error) or report a problem
 (an out-of-range label). With `on_error="skip"` failures are dropped inside tf.data and every
-dropped example is remembered by name in a `BadDataReport`: each name is put in a hash table as
-the example enters and taken out when it comes out whole, so after a full pass the table holds
-exactly the examples that were skipped. With `on_error="raise"` the function runs eagerly
-inside `tf.py_function` so that the first failure raises an error naming the example (slower:
-a mode for checking a data set, not for training on it).
+dropped example is remembered by name in a `BadDataReport`: each name is put in a hash table with
+a serial number as the example enters and taken out when it comes out whole, so after a full
+pass the table holds exactly the examples that were skipped. An endless (repeated) stream has no
+end of pass: there the map keeps its input order (`BadDataReport(streaming=True)`), so once an
+example has come out every earlier one has come out or been dropped, and the report counts the
+names entered before the last example that came out: exact, a few examples late.
+With `on_error="raise"` the function runs eagerly inside `tf.py_function` so that the first
+failure raises an error naming the example (slower: a mode for checking a data set, not for
+training on it).
 """
 
 import logging
@@ -24,30 +28,50 @@ class BadExampleError(ValueError):
 
 
 class BadDataReport:
-    """The examples a pipeline skipped as bad, by name. Read it after a full pass over the data
-    (during a pass it also holds the examples in flight)."""
+    """The examples a pipeline skipped as bad, by name.
 
-    def __init__(self):
+    Args:
+        streaming: False (one pass): read it after a full pass over the data (during a pass it
+            also holds the examples in flight). True (a repeated stream, its guarded map kept
+            in order): it holds only examples known to be skipped, at any time.
+    """
+
+    def __init__(self, streaming=False):
+        self.streaming = streaming
         self._table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
+        self._last_out = tf.Variable(-1, dtype=tf.int64, trainable=False)
         self._warned = set()
 
-    def enter(self, name):
+    def enter(self, name, serial):
+        """Records `name` as in flight, entered as number `serial` (its position in the input:
+        0, 1, ...); returns `serial` once recorded."""
+        serial = tf.cast(serial, tf.int64)
         with tf.control_dependencies([self._table.insert(tf.reshape(name, [1]),
-                                                         tf.ones([1], tf.int64))]):
-            return tf.identity(name)
+                                                         tf.reshape(serial, [1]))]):
+            return tf.identity(serial)
 
-    def leave(self, name):
-        return self._table.remove(tf.reshape(name, [1]))
+    def leave(self, name, serial):
+        """`name` (entered as `serial`) came out whole. A later instance of the same name (a
+        repeated stream) keeps its entry."""
+        key = tf.reshape(name, [1])
+        same = tf.equal(self._table.lookup(key)[0], serial)
+        removed = tf.cond(same, lambda: self._table.remove(key), lambda: tf.no_op())
+        with tf.control_dependencies([removed]):
+            return self._last_out.assign(tf.maximum(self._last_out, serial))
 
     @property
     def names(self):
         """Sorted names of the examples skipped so far."""
-        keys, _ = self._table.export()
-        return sorted(k.decode("utf-8", "replace") for k in keys.numpy())
+        keys, serials = self._table.export()
+        if self.streaming:
+            keys = keys.numpy()[serials.numpy() < self._last_out.numpy()]
+        else:
+            keys = keys.numpy()
+        return sorted(k.decode("utf-8", "replace") for k in keys)
 
     @property
     def count(self):
-        return int(self._table.size().numpy())
+        return len(self.names)
 
     def warn(self):
         """Logs a warning naming each skipped example not reported before; returns the count."""
@@ -70,7 +94,8 @@ def guarded_map(dataset, fn, on_error, report=None, num_parallel_calls=tf.data.A
 
     `fn(*inputs)` returns `(outputs, problem)`: `outputs` a structure of tensors, `problem` a scalar
     string, empty when the example is good (e.g. "label 1200 not in [0, 1000)"). An op error
-    inside `fn` (an undecodable image) also marks the example bad.
+    inside `fn` (an undecodable image) also marks the example bad. With a streaming `report`
+    the map keeps its input order (`deterministic` is then True).
 
     Returns the dataset of `outputs`.
     """
@@ -81,23 +106,27 @@ def guarded_map(dataset, fn, on_error, report=None, num_parallel_calls=tf.data.A
     if report is None:
         raise ValueError("on_error='skip' needs a BadDataReport to count skipped examples")
 
-    def run(name, *inputs):
-        entered = report.enter(name)
+    def run(position, element):
+        name, *inputs = element
+        serial = report.enter(name, position)
         # Everything `fn` does depends on the insertion, so an example that fails is recorded.
-        with tf.control_dependencies([entered]):
+        with tf.control_dependencies([serial]):
             inputs = [tf.identity(i) for i in inputs]
         outputs, problem = fn(*inputs)
-        return entered, outputs, problem
+        return (name, serial), outputs, problem
 
-    def good(name, outputs, problem):
+    def good(entry, outputs, problem):
         return tf.equal(problem, "")
 
-    def leave(name, outputs, problem):
-        with tf.control_dependencies([report.leave(name)]):
+    def leave(entry, outputs, problem):
+        with tf.control_dependencies([report.leave(*entry)]):
             return tf.nest.map_structure(tf.identity, outputs)
 
+    if report.streaming:
+        deterministic = True
     return (
-        dataset.map(run, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
+        dataset.enumerate()
+        .map(run, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
         .ignore_errors()
         .filter(good)
         .map(leave)

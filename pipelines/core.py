@@ -9,23 +9,32 @@ import tensorflow as tf
 
 from pipelines import bad_data, files, preprocess
 
-SPEC_KINDS = ("digits", "cifar10", "cifar100", "imagenet", "folder", "tfrecord")
+SPEC_KINDS = ("digits", "cifar10", "cifar100", "imagenet", "folder", "tfrecord", "speech",
+              "speech_commands")
+SPEECH_KINDS = ("speech", "speech_commands")
+_PATH_KINDS = ("folder", "tfrecord", "speech")
 SPLIT_ALIASES = {"val": ("val", "validation"), "validation": ("validation", "val")}
 
 
 @dataclasses.dataclass(frozen=True)
 class DataSpec:
     kind: str  # one of SPEC_KINDS
-    path: str | None = None  # folder of `folder:PATH`, glob of `tfrecord:GLOB`
+    path: str | None = None  # folder of `folder:PATH` / `speech:PATH`, glob of `tfrecord:GLOB`
+
+    @property
+    def is_speech(self):
+        """Audio data (log-mel windows [64, frames, 3]) rather than images."""
+        return self.kind in SPEECH_KINDS
 
 
 def parse_spec(spec):
-    """'digits' | 'cifar10' | 'cifar100' | 'imagenet' | 'folder:PATH' | 'tfrecord:GLOB'."""
+    """'digits' | 'cifar10' | 'cifar100' | 'imagenet' | 'folder:PATH' | 'tfrecord:GLOB' |
+    'speech:PATH' | 'speech_commands'."""
     kind, _, path = str(spec).partition(":")
-    if kind not in SPEC_KINDS or (kind in ("folder", "tfrecord")) != bool(path):
+    if kind not in SPEC_KINDS or (kind in _PATH_KINDS) != bool(path):
         raise ValueError(
             f"unknown data set {spec!r}: expected one of digits, cifar10, cifar100, imagenet, "
-            "folder:PATH, tfrecord:GLOB"
+            "folder:PATH, tfrecord:GLOB, speech:PATH, speech_commands"
         )
     return DataSpec(kind, path or None)
 
@@ -244,14 +253,20 @@ def get_dataset(
     input_context=None,
     drop_remainder=None,
     data_service=None,
+    repeat=False,
+    labels="utterance",
+    num_frames=None,
 ):
-    """A batched `tf.data.Dataset` of (images, labels): RGB float32 in [0, 255], int32 labels.
+    """A batched `tf.data.Dataset` of (images, labels): RGB float32 in [0, 255], int32 labels;
+    for speech data sets (log-mel windows float32 [B, 64, frames, 3], int32 labels).
 
     Args:
-        spec: "digits", "cifar10", "cifar100", "imagenet", "folder:PATH" or "tfrecord:GLOB"
-            (the training app's `--dataset`).
+        spec: "digits", "cifar10", "cifar100", "imagenet", "folder:PATH", "tfrecord:GLOB",
+            "speech:PATH" (WAV folders) or "speech_commands" (prepared TFDS) (the training
+            app's `--dataset`). Speech specs go to `pipelines.speech.get_speech_dataset`.
         split: "train", "val"/"validation" or "test".
-        image_size: output size (training crops, eval resize + center crop).
+        image_size: output size (training crops, eval resize + center crop). None for speech
+            (its windows are 64 mel bins x `num_frames`).
         batch_size: the global batch; with `input_context` each pipeline gets its per-replica
             share.
         training: random-resized crop / pad-crop, flips and shuffling; else eval preprocessing.
@@ -279,6 +294,13 @@ def get_dataset(
         data_service: address of a `tf.data` service dispatcher ("grpc://host:port") to run
             the preprocessing on its workers (see the README). Bad examples are then skipped
             on the workers, and `bad_data` is None here.
+        repeat: repeat the examples indefinitely (reshuffled every pass) before batching: for
+            training with a fixed `steps_per_epoch`, so that skipped bad examples never make an
+            epoch run out of data.
+        labels: speech only: "utterance" (one label per file) or "frame" (alignment files,
+            one 49-frame window per frame).
+        num_frames: speech only: utterance window length (default 98 frames = 1 s); frame
+            labels always use 49-frame windows.
 
     Returns:
         The dataset, with attributes `bad_data` (a `BadDataReport`: `.count` and `.names` after
@@ -286,9 +308,18 @@ def get_dataset(
         unknown).
     """
     bad_data.check_on_error(on_error)
+    spec = parse_spec(spec)
+    if spec.is_speech:
+        return _speech_dataset(
+            spec, split, image_size, batch_size, training, data_dir, on_error, labels=labels,
+            num_frames=num_frames, seed=seed, deterministic=deterministic,
+            num_classes=num_classes, input_context=input_context, drop_remainder=drop_remainder,
+            repeat=repeat, resolutions=resolutions, multi_resolution=multi_resolution,
+            cache=cache, data_service=data_service)
+    if num_frames is not None or labels != "utterance":
+        raise ValueError(f"num_frames and labels apply to speech data sets, not {spec.kind!r}")
     _check_size("image_size", image_size)
     _check_size("batch_size", batch_size)
-    spec = parse_spec(spec)
     sizes = tuple(multi_resolution) if multi_resolution else None
     for name, group in (("multi_resolution", sizes), ("resolutions", resolutions)):
         if group:
@@ -313,8 +344,11 @@ def get_dataset(
         dataset = dataset.cache()
     if training:
         dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+    if repeat:
+        dataset = dataset.repeat()
+    if training:
         dataset = _with_seeds(dataset, seed)
-    report = bad_data.BadDataReport()
+    report = bad_data.BadDataReport(streaming=repeat)
     if source.form == "arrays" or (source.form == "tfds" and not source.encoded):
         dataset = dataset.map(_array_fn(training, image_size, spec.kind != "digits", sizes),
                               num_parallel_calls=tf.data.AUTOTUNE, deterministic=deterministic)
@@ -341,6 +375,29 @@ def get_dataset(
     dataset.num_classes = classes
     dataset.num_examples = source.num_examples
     return dataset
+
+
+def _speech_dataset(spec, split, image_size, batch_size, training, data_dir, on_error, *,
+                    labels, num_frames, resolutions, multi_resolution, cache, data_service,
+                    **kwargs):
+    from pipelines import speech
+
+    if image_size is not None:
+        raise ValueError(f"image_size={image_size!r} does not apply to speech data: windows are "
+                         f"64 mel bins x num_frames; pass image_size=None (and num_frames)")
+    for name, value in (("resolutions", resolutions), ("multi_resolution", multi_resolution),
+                        ("cache", cache), ("data_service", data_service)):
+        if value:
+            raise ValueError(f"{name} is not supported for speech data sets")
+    if num_frames is None:
+        num_frames = speech.CONTEXT if labels == "frame" else speech.UTTERANCE_FRAMES
+    if labels == "frame" and num_frames != speech.CONTEXT:
+        raise ValueError(f"frame labels use {speech.CONTEXT}-frame context windows, got "
+                         f"num_frames={num_frames!r}")
+    path = spec.kind if spec.kind == "speech_commands" else f"speech:{spec.path}"
+    return speech.get_speech_dataset(path, split, batch_size, training, labels=labels,
+                                     num_frames=num_frames, on_error=on_error,
+                                     data_dir=data_dir, **kwargs)
 
 
 def _per_batch_resolution(dataset, resolutions, seed):

@@ -46,8 +46,10 @@ Bad audio (empty file, corrupt header, not a WAV, not 16-bit PCM, shorter than 4
 by path in ``dataset.bad_data`` (`bad_data.guarded_map`), or raises `BadExampleError` naming the
 file with ``on_error="raise"``. 16-bit PCM cannot hold NaN/inf; the check is a safety net.
 
-Not here: the TFDS ``speech_commands`` source (`tfds_source.tfds_dataset` only reads data sets
-with "image" features and could not be tested offline).
+TFDS: ``speech_commands`` (spec "speech_commands") is read from a copy prepared offline in
+``data_dir`` (`tfds_source.tfds_audio_dataset`): int16 mono samples at 16 kHz, utterance labels
+(the TFDS class names), the same features and windows; a bad example is named by its TFDS id
+(record file and index) in `bad_data`.
 """
 
 import math
@@ -69,6 +71,7 @@ LOG_FLOOR = 1e-6
 NORM_EPSILON = 1e-5
 DELTA_WIDTH = 2
 CONTEXT = 49
+UTTERANCE_FRAMES = 98  # 1 s
 ALIGNMENT_SLACK = 2
 RESAMPLE_TAPS = 65  # odd
 AUDIO_EXTENSIONS = (".wav",)
@@ -221,14 +224,18 @@ def parse_alignment(text):
 # -------------------------------------------------------------------------------- sources
 
 
-def parse_speech_spec(path):
-    path = os.fspath(path)
-    kind, sep, rest = path.partition(":")
+def parse_speech_spec(spec):
+    """"speech:PATH" or a plain PATH -> ("folder", PATH); "speech_commands" -> ("speech_commands",
+    None) (the prepared TFDS data set)."""
+    spec = os.fspath(spec)
+    if spec == "speech_commands":
+        return "speech_commands", None
+    kind, sep, rest = spec.partition(":")
     if sep and kind == "speech":
         if not rest:
             raise ValueError("speech spec needs a path: speech:PATH")
-        return rest
-    return path
+        return "folder", rest
+    return "folder", spec
 
 
 def list_speech_folder(root, split):
@@ -241,13 +248,30 @@ def alignment_path(wav_path):
     return os.path.splitext(wav_path)[0] + ".ali"
 
 
-def _utterance_fn(num_frames, training):
-    def fn(path, label, *seed):
-        waveform, _ = decode_audio(tf.io.read_file(path))
-        problem = audio_problem(waveform)
-        safe = tf.pad(waveform, [[0, tf.maximum(FRAME_LENGTH - tf.shape(waveform)[0], 0)]])
-        safe = tf.where(tf.math.is_finite(safe), safe, 0.0)
-        features = features_from_waveform(safe)
+def _read_wav(path):
+    waveform, _ = decode_audio(tf.io.read_file(path))
+    return waveform
+
+
+def _pcm16(samples):
+    """Integer PCM samples as stored by TFDS (int16 for speech_commands) -> float in [-1, 1]."""
+    return tf.cast(samples, tf.float32) / 32768.0
+
+
+def _safe_features(waveform):
+    """(features of a waveform made computable even when it is bad, its problem or "")."""
+    problem = audio_problem(waveform)
+    safe = tf.pad(waveform, [[0, tf.maximum(FRAME_LENGTH - tf.shape(waveform)[0], 0)]])
+    safe = tf.where(tf.math.is_finite(safe), safe, 0.0)
+    return features_from_waveform(safe), problem
+
+
+def _utterance_fn(num_frames, training, to_waveform=_read_wav):
+    """(payload, label[, seed]) -> ((window, label), problem); `to_waveform` turns the payload
+    (a WAV path, or stored samples) into a 16 kHz waveform."""
+
+    def fn(payload, label, *seed):
+        features, problem = _safe_features(to_waveform(payload))
         window = fixed_window(features, num_frames, seed[0] if training else None)
         return (window, tf.cast(label, tf.int32)), problem
 
@@ -256,11 +280,7 @@ def _utterance_fn(num_frames, training):
 
 def _frame_fn(num_classes):
     def fn(path, ali_path):
-        waveform, _ = decode_audio(tf.io.read_file(path))
-        problem = audio_problem(waveform)
-        safe = tf.pad(waveform, [[0, tf.maximum(FRAME_LENGTH - tf.shape(waveform)[0], 0)]])
-        safe = tf.where(tf.math.is_finite(safe), safe, 0.0)
-        features = features_from_waveform(safe)
+        features, problem = _safe_features(_read_wav(path))
         labels = parse_alignment(tf.io.read_file(ali_path))
         frames = tf.shape(features)[1]
         count = tf.shape(labels)[0]
@@ -295,21 +315,25 @@ def get_speech_dataset(
     batch_size,
     training,
     labels="utterance",
-    num_frames=98,
+    num_frames=UTTERANCE_FRAMES,
     on_error="skip",
     seed=None,
     input_context=None,
     *,
+    data_dir=None,
     num_classes=None,
     shuffle_buffer=1000,
     deterministic=False,
     drop_remainder=None,
+    repeat=False,
 ):
     """A batched dataset of (features float32 [B, 64, T, 3], int32 labels [B]).
 
     Args:
-        path: "speech:PATH" or PATH, holding PATH/<split>/<label>/<name>.wav (see module doc).
-        split: the split folder name ("train", "val", ...).
+        path: "speech:PATH" or PATH, holding PATH/<split>/<label>/<name>.wav (see module doc),
+            or "speech_commands": the TFDS data set prepared in `data_dir` (12 classes: ten
+            words, _silence_, _unknown_; splits train, validation ("val"), test).
+        split: the split folder name ("train", "val", ...) or TFDS split.
         batch_size: global batch; per-replica share with `input_context`.
         training: shuffle (files, and windows for frame labels) and random crops.
         labels: "utterance" (folder class; T = num_frames) or "frame" (alignment files;
@@ -319,16 +343,21 @@ def get_speech_dataset(
         seed: reproducible shuffling and crops.
         input_context: `tf.distribute.InputContext`: shards files (or elements when there are
             fewer files than pipelines) and uses the per-replica batch.
+        data_dir: where "speech_commands" is prepared (nothing is downloaded).
         num_classes: frame labels only: labels outside [0, num_classes) are bad (default:
             unchecked, and `dataset.num_classes` is None).
-        shuffle_buffer: windows in the frame-label shuffle buffer (each ~38 kB).
+        shuffle_buffer: windows in the frame-label shuffle buffer (each ~38 kB), or
+            utterances of speech_commands (each ~32 kB).
         deterministic: keep element order.
         drop_remainder: default True when training.
+        repeat: repeat the examples indefinitely (reshuffled every pass) before batching, for
+            training with a fixed number of steps per epoch: bad examples then never make an
+            epoch run short.
 
     Returns:
-        The dataset with `bad_data` (a `BadDataReport`), `num_classes` and `num_examples`
-        (utterances for utterance labels; None for frame labels, whose window count is only
-        known after decoding).
+        The dataset with `bad_data` (a `BadDataReport`), `num_classes`, `class_names` and
+        `num_examples` (utterances for utterance labels; None for frame labels, whose window
+        count is only known after decoding).
     """
     bad_data.check_on_error(on_error)
     if labels not in LABEL_MODES:
@@ -336,31 +365,30 @@ def get_speech_dataset(
     for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")
-    root = parse_speech_spec(path)
-    paths, class_labels, class_names = list_speech_folder(root, split)
+    kind, root = parse_speech_spec(path)
     batch = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
-    report = bad_data.BadDataReport()
+    report = bad_data.BadDataReport(streaming=repeat)
 
-    if labels == "utterance":
-        classes, num_examples = len(class_names), len(paths)
-        items = [paths, paths, class_labels]
+    if kind == "speech_commands":
+        if labels != "utterance":
+            raise ValueError("speech_commands has one label per utterance: labels='utterance'")
+        dataset, num_examples, class_names = _tfds_utterances(split, data_dir, training,
+                                                              input_context)
+        classes, to_waveform = len(class_names), _pcm16
+        if training:
+            dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:
-        classes, num_examples = num_classes, None
-        items = [paths, paths, [alignment_path(p) for p in paths]]
-    items, shard_data = _shard_files(items, input_context)
-    dtypes = (tf.string, tf.string, tf.int32 if labels == "utterance" else tf.string)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        tuple(tf.constant(list(x), d) for x, d in zip(items, dtypes)))
-    if shard_data:
-        dataset = dataset.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
-    if training:
-        dataset = dataset.shuffle(max(len(items[0]), 1), seed=seed, reshuffle_each_iteration=True)
+        dataset, num_examples, class_names = _folder_examples(root, split, labels, training,
+                                                              seed, input_context)
+        classes = len(class_names) if labels == "utterance" else num_classes
+        to_waveform = _read_wav
+    if repeat:
+        dataset = dataset.repeat()
     if labels == "utterance":
         if training:
             seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
             dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda e, s: (*e, s))
-        fn = _utterance_fn(num_frames, training)
+        fn = _utterance_fn(num_frames, training, to_waveform)
         dataset = bad_data.guarded_map(dataset, fn, on_error, report, deterministic=deterministic)
     else:
         fn = _frame_fn(num_classes)
@@ -376,5 +404,41 @@ def get_speech_dataset(
     dataset = dataset.with_options(options)
     dataset.bad_data = report
     dataset.num_classes = classes
+    dataset.class_names = class_names if labels == "utterance" else None
     dataset.num_examples = num_examples
     return dataset
+
+
+def _folder_examples(root, split, labels, training, seed, input_context):
+    """(dataset of (name, wav path, label or alignment path), utterances or None, class
+    names) of a WAV folder, sharded and (when training) shuffled by file."""
+    paths, class_labels, class_names = list_speech_folder(root, split)
+    if labels == "utterance":
+        items = [paths, paths, class_labels]
+    else:
+        items = [paths, paths, [alignment_path(p) for p in paths]]
+    items, shard_data = _shard_files(items, input_context)
+    dtypes = (tf.string, tf.string, tf.int32 if labels == "utterance" else tf.string)
+    dataset = tf.data.Dataset.from_tensor_slices(
+        tuple(tf.constant(list(x), d) for x, d in zip(items, dtypes)))
+    if shard_data:
+        dataset = dataset.shard(input_context.num_input_pipelines,
+                                input_context.input_pipeline_id)
+    if training:
+        dataset = dataset.shuffle(max(len(items[0]), 1), seed=seed, reshuffle_each_iteration=True)
+    return dataset, len(paths) if labels == "utterance" else None, class_names
+
+
+def _tfds_utterances(split, data_dir, training, input_context):
+    """(dataset of (name, int16 samples, label), utterances in the split, class names) of the
+    prepared TFDS speech_commands; names are TFDS's example ids."""
+    from pipelines import tfds_source
+
+    if data_dir is None:
+        raise ValueError("speech_commands needs data_dir (a prepared TFDS copy; nothing is "
+                         "downloaded)")
+    dataset, count, class_names, rate = tfds_source.tfds_audio_dataset(
+        "speech_commands", split, data_dir, shuffle_files=training, input_context=input_context)
+    if rate not in (None, SAMPLE_RATE):
+        raise ValueError(f"speech_commands is stored at {rate} Hz, expected {SAMPLE_RATE}")
+    return dataset, count, class_names

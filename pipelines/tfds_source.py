@@ -57,9 +57,73 @@ def tfds_dataset(
             anything is read), an unknown split (message lists the available splits), or a
             data set without "image"/"label" features.
     """
+    import tensorflow_datasets as tfds
+
+    builder = prepared_builder(name, data_dir)
+    features = _check_features(builder, name, ("image", "label"))
+    resolved = resolve_split(split, list(builder.info.splits.keys()), name=name)
+
+    decoders = None
+    if not decode_images:
+        if not isinstance(features["image"], tfds.features.Image):
+            raise ValueError(
+                f"decode_images=False needs an Image feature, but {name!r} 'image' is "
+                f"{type(features['image']).__name__}"
+            )
+        decoders = {"image": tfds.decode.SkipDecoding()}
+
+    ds = builder.as_dataset(
+        split=resolved,
+        shuffle_files=shuffle_files,
+        decoders=decoders,
+        read_config=_read_config(read_config, input_context),
+    )
+    ds = ds.map(
+        lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
+        num_parallel_calls=tf.data.AUTOTUNE,
+    )
+    num_examples = builder.info.splits[resolved].num_examples
+    num_classes = features["label"].num_classes
+    return ds, num_examples, num_classes
+
+
+def tfds_audio_dataset(name, split, data_dir, shuffle_files=False, input_context=None):
+    """Read a prepared TFDS audio-classification data set (e.g. "speech_commands") as
+    `(name, audio, label)`: `name` TFDS's stable id of the example (record file and index, e.g.
+    "speech_commands-train.tfrecord-00000-of-00004__17"), `audio` the 1-D integer waveform as
+    stored (int16 for speech_commands), `label` int32.
+
+    Same `split`, `data_dir` and `input_context` rules as `tfds_dataset`. Returns
+    `(dataset, num_examples, class_names, sample_rate)`; `sample_rate` is the Audio feature's
+    (None when the data set does not record it).
+
+    Raises:
+        ValueError: not prepared, an unknown split, no "audio"/"label" features, or an audio
+            feature that is not a 1-D (mono) waveform.
+    """
+    builder = prepared_builder(name, data_dir)
+    features = _check_features(builder, name, ("audio", "label"))
+    audio = features["audio"]
+    if len(audio.shape) != 1:
+        raise ValueError(f"TFDS data set {name!r}: 'audio' has shape {audio.shape}; a mono "
+                         "waveform [samples] is expected")
+    resolved = resolve_split(split, list(builder.info.splits.keys()), name=name)
+    import tensorflow_datasets as tfds
+
+    read_config = _read_config(tfds.ReadConfig(add_tfds_id=True), input_context)
+    ds = builder.as_dataset(split=resolved, shuffle_files=shuffle_files, read_config=read_config)
+    ds = ds.map(lambda ex: (ex["tfds_id"], ex["audio"], tf.cast(ex["label"], tf.int32)),
+                num_parallel_calls=tf.data.AUTOTUNE)
+    num_examples = builder.info.splits[resolved].num_examples
+    return ds, num_examples, list(features["label"].names), getattr(audio, "sample_rate", None)
+
+
+def prepared_builder(name, data_dir):
+    """The TFDS builder of `name` prepared in `data_dir`; ValueError (never a download) if the
+    directory or the prepared data set is missing."""
     if data_dir is None or not str(data_dir):
         raise ValueError(
-            f"tfds_dataset({name!r}) needs an explicit data_dir holding the prepared data set; "
+            f"TFDS data set {name!r} needs an explicit data_dir holding the prepared data set; "
             "nothing is ever downloaded"
         )
     data_dir = os.fspath(data_dir)
@@ -73,45 +137,30 @@ def tfds_dataset(
         raise ValueError(
             _not_prepared_message(name, data_dir, f"nothing prepared at {builder.data_path}")
         )
+    return builder
 
+
+def _check_features(builder, name, keys):
     features = builder.info.features
-    for key in ("image", "label"):
+    for key in keys:
         if key not in features:
             raise ValueError(
                 f"TFDS data set {name!r} has no {key!r} feature (features: {sorted(features)})"
             )
-    resolved = resolve_split(split, list(builder.info.splits.keys()), name=name)
+    return features
 
-    decoders = None
-    if not decode_images:
-        if not isinstance(features["image"], tfds.features.Image):
-            raise ValueError(
-                f"decode_images=False needs an Image feature, but {name!r} 'image' is "
-                f"{type(features['image']).__name__}"
-            )
-        decoders = {"image": tfds.decode.SkipDecoding()}
 
-    if input_context is not None:
-        if read_config is None:
-            read_config = tfds.ReadConfig(input_context=input_context)
-        elif read_config.input_context not in (None, input_context):
-            raise ValueError("read_config.input_context and input_context are both set")
-        else:
-            read_config = dataclasses.replace(read_config, input_context=input_context)
+def _read_config(read_config, input_context):
+    """`read_config` with `input_context` set (a copy; the caller's is not modified)."""
+    if input_context is None:
+        return read_config
+    import tensorflow_datasets as tfds
 
-    ds = builder.as_dataset(
-        split=resolved,
-        shuffle_files=shuffle_files,
-        decoders=decoders,
-        read_config=read_config,
-    )
-    ds = ds.map(
-        lambda ex: (ex["image"], tf.cast(ex["label"], tf.int32)),
-        num_parallel_calls=tf.data.AUTOTUNE,
-    )
-    num_examples = builder.info.splits[resolved].num_examples
-    num_classes = features["label"].num_classes
-    return ds, num_examples, num_classes
+    if read_config is None:
+        return tfds.ReadConfig(input_context=input_context)
+    if read_config.input_context not in (None, input_context):
+        raise ValueError("read_config.input_context and input_context are both set")
+    return dataclasses.replace(read_config, input_context=input_context)
 
 
 def resolve_split(split, available, name="the data set"):

@@ -12,13 +12,13 @@ unprepared (by design).
 import hashlib
 import os
 import pickle
-import socket
 from collections import Counter
 
 import numpy as np
 import pytest
 import tensorflow as tf
 import tensorflow_datasets as tfds
+from tfds_offline import no_download, prepare_tfds  # noqa: F401 (no_download: autouse below)
 
 from pipelines import tfds_source
 from pipelines.cifar import load_cifar_label_names, load_cifar_pickle
@@ -285,33 +285,6 @@ def test_cifar_bad_arguments(fake_cifar10, split, num_classes, match):
 # ----------------------------------------------------------------------------- TFDS
 
 
-def _prepare(name, data_dir, splits):
-    """Prepare `name` in `data_dir` with the real builder: {split: [shard examples, ...]}."""
-    builder = tfds.builder(name, data_dir=data_dir)
-    builder.data_path.mkdir(parents=True, exist_ok=True)
-    infos = []
-    for split, shards in splits.items():
-        template = tfds.core.ShardedFileTemplate(
-            data_dir=builder.data_path,
-            template="{DATASET}-{SPLIT}.{FILEFORMAT}-{SHARD_X_OF_Y}",
-            dataset_name=builder.name,
-            split=split,
-            filetype_suffix="tfrecord",
-        )
-        for path, examples in zip(template.sharded_filepaths(len(shards)), shards):
-            with tf.io.TFRecordWriter(os.fspath(path)) as writer:
-                for example in examples:
-                    writer.write(builder.info.features.serialize_example(example))
-        lengths = [len(examples) for examples in shards]
-        infos.append(
-            tfds.core.SplitInfo(
-                name=split, shard_lengths=lengths, num_bytes=0, filename_template=template
-            )
-        )
-    builder.info.set_splits(tfds.core.SplitDict(infos))
-    builder.info.write_to_directory(builder.data_path)
-
-
 def _gradient(height, width, seed):
     """A smooth image (JPEG keeps it close) that differs per seed."""
     y, x = np.mgrid[0:height, 0:width]
@@ -330,7 +303,7 @@ def prepared(tmp_path_factory):
         ]
         for split, n in (("train", 6), ("test", 4))
     }
-    _prepare(
+    prepare_tfds(
         "cifar10",
         data_dir,
         {"train": [cifar["train"][:4], cifar["train"][4:]], "test": [cifar["test"]]},
@@ -346,19 +319,13 @@ def prepared(tmp_path_factory):
         ]
         for split, labels in (("train", [5, 17, 300]), ("validation", [0, 999]))
     }
-    _prepare("imagenet2012", data_dir, {s: [examples] for s, examples in imagenet.items()})
+    prepare_tfds("imagenet2012", data_dir, {s: [examples] for s, examples in imagenet.items()})
     return data_dir, cifar, imagenet
 
 
 @pytest.fixture(autouse=True)
-def no_download(monkeypatch):
-    """Any attempt to prepare/download or to open a network connection fails the test."""
-
-    def forbidden(*args, **kwargs):
-        raise AssertionError("tried to download / prepare / connect")
-
-    monkeypatch.setattr(tfds.core.DatasetBuilder, "download_and_prepare", forbidden)
-    monkeypatch.setattr(socket.socket, "connect", forbidden)
+def _offline(no_download):  # noqa: F811
+    """Every test here fails on any download attempt or network connection."""
 
 
 def _as_numpy(ds):

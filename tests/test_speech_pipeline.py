@@ -7,25 +7,10 @@ import numpy as np
 import pytest
 import scipy.io.wavfile
 import tensorflow as tf
+from audio import RATE, chirp, tone, write
+from tfds_offline import no_download, prepare_tfds  # noqa: F401 (fixture)
 
 from pipelines import bad_data, speech
-
-RATE = 16000
-
-
-def tone(freq, seconds, rate=RATE, amplitude=0.5, channels=1):
-    t = np.arange(int(seconds * rate)) / rate
-    x = amplitude * np.sin(2 * np.pi * freq * t)
-    if channels > 1:
-        # Channel 2 is the same tone with a phase that keeps the mono mix a pure tone.
-        x = np.stack([x, amplitude * np.sin(2 * np.pi * freq * t + 0.3)], axis=1)
-    return (x * 32767).astype(np.int16)
-
-
-def write(path, rate, samples):
-    os.makedirs(os.path.dirname(path), exist_ok=True)
-    scipy.io.wavfile.write(path, rate, samples)
-    return path
 
 
 def mel_of_hz(f):
@@ -285,3 +270,55 @@ def test_input_context_shards_files_and_batch(tmp_path):
         assert max(len(b) for b in batches) == 2
         seen.append(sum(len(b) for b in batches))
     assert seen == [5, 4]
+
+
+SPEECH_COMMANDS_CLASSES = 12  # ten words, _silence_, _unknown_
+
+
+def test_tfds_speech_commands_prepared_offline(tmp_path, no_download):  # noqa: F811
+    """A speech_commands copy prepared offline with the real builder's features reads like a
+    WAV folder: same features for the same samples, TFDS labels and class names, the short clip
+    skipped and named by its TFDS id, "val" mapped to validation."""
+    clips = [(chirp(300 + 200 * k, 1.0), k) for k in range(4)]
+    short = tone(440, 0.01)  # 160 samples < one 25 ms window
+    prepare_tfds("speech_commands", str(tmp_path), {
+        "train": [[{"audio": a, "label": k} for a, k in clips] + [{"audio": short, "label": 3}]],
+        "validation": [[{"audio": clips[1][0], "label": 11}]],
+    })
+    ds = speech.get_speech_dataset("speech_commands", "train", batch_size=8, training=False,
+                                   data_dir=str(tmp_path), deterministic=True)
+    assert ds.num_classes == SPEECH_COMMANDS_CLASSES and ds.num_examples == 5
+    assert ds.class_names[:2] == ["down", "go"] and ds.class_names[-1] == "_unknown_"
+    feats, labels = next(iter(ds))
+    assert feats.shape == (4, 64, 98, 3) and labels.numpy().tolist() == [0, 1, 2, 3]
+    folder = write(str(tmp_path / "wav" / "a.wav"), RATE, clips[2][0])
+    np.testing.assert_allclose(feats[2], speech.features_from_waveform(waveform_of(folder)),
+                               atol=1e-3)  # float rounding in log(mel + 1e-6)
+    assert ds.bad_data.count == 1 and "speech_commands-train" in ds.bad_data.names[0]
+    val = speech.get_speech_dataset("speech_commands", "val", 2, False, data_dir=str(tmp_path))
+    assert [y.numpy().tolist() for _, y in val] == [[11]]
+    with pytest.raises(ValueError, match="data_dir"):
+        speech.get_speech_dataset("speech_commands", "train", 2, False)
+    with pytest.raises(ValueError, match="not prepared"):
+        speech.get_speech_dataset("speech_commands", "train", 2, False,
+                                  data_dir=str(tmp_path / "wav"))
+    with pytest.raises(ValueError, match="one label per utterance"):
+        speech.get_speech_dataset("speech_commands", "train", 2, False, labels="frame",
+                                  data_dir=str(tmp_path))
+
+
+def test_repeat_streams_past_bad_files_and_counts_them_exactly(tmp_path):
+    """With repeat=True a training stream never ends, even when bad files make a pass shorter
+    than the nominal number of batches; every batch is full, and while streaming the report
+    names exactly the bad files (never a good one in flight)."""
+    make_corpus(str(tmp_path))
+    paths = make_bad_files(str(tmp_path))
+    bad = sorted(p for k, p in paths.items() if k != "bad_alignment")
+    ds = speech.get_speech_dataset(str(tmp_path), "train", batch_size=4, training=True,
+                                   num_frames=49, seed=0, repeat=True)
+    iterator = iter(ds)
+    for step in range(8):  # 8 x 4 = 32 > the 10 good utterances of a pass
+        _, labels = next(iterator)
+        assert len(labels) == 4
+        assert set(ds.bad_data.names) <= set(bad), step
+    assert ds.bad_data.names == bad

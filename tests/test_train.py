@@ -188,3 +188,41 @@ def test_label_smoothing_loss():
     assert float(loss(np.array([1]), probs)) == pytest.approx(float(expected[0]), rel=1e-6)
     with pytest.raises(ValueError, match="1.5"):
         optim.make_loss(1.5)
+
+
+def test_file_data_trains_every_epoch_in_full_despite_a_bad_file(tmp_path):
+    """Files decoded in the pipeline have no known length (bad ones are skipped): the training
+    stream repeats, so every epoch runs its steps (Keras would otherwise find the stream spent
+    every other epoch), and the bad file is counted once, by name."""
+    import tensorflow as tf
+
+    data = tmp_path / "images"
+    rng = np.random.default_rng(0)
+    for split, count in (("train", 20), ("test", 6)):
+        for k, color in enumerate(((200, 40, 40), (40, 40, 200))):
+            folder = data / split / f"c{k}"
+            folder.mkdir(parents=True)
+            for i in range(count):
+                image = np.clip(np.array(color) + rng.normal(0, 20, (20, 20, 3)), 0, 255)
+                png = tf.io.encode_png(image.astype(np.uint8)).numpy()
+                (folder / f"{i}.png").write_bytes(png)
+    (data / "train" / "c0" / "broken.png").write_bytes(b"not a png")
+    config = small_config(tmp_path / "run", dataset=f"folder:{data}", epochs=3,
+                          batch_size=8, steps_per_epoch=None)
+    metrics = trainer.train(config)
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert int(model.optimizer.iterations.numpy()) == 3 * (41 // 8)
+    assert metrics["examples_skipped_as_bad"] == 1
+    assert len(history(tmp_path / "run")) == 3
+
+
+def test_all_bad_training_data_fails_before_training(tmp_path):
+    data = tmp_path / "images"
+    for split in ("train", "test"):
+        (data / split / "c0").mkdir(parents=True)
+        (data / split / "c0" / "broken.png").write_bytes(b"not a png")
+    config = small_config(tmp_path / "run", dataset=f"folder:{data}", batch_size=8,
+                          steps_per_epoch=None)
+    with pytest.raises(ValueError, match=r"fewer usable examples than one batch of 8; 1 "
+                                         r"skipped as bad: \['.*broken.png'\]"):
+        trainer.train(config)

@@ -27,11 +27,13 @@ PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_
 class TrainConfig:
     model: str  # a name of bl_keras.models.list_models()
     model_dir: str  # checkpoints, logs, history.csv, model.keras, metrics.json
-    dataset: str = "digits"  # pipelines spec
-    data_dir: str | None = None  # where cifar/imagenet are prepared
+    dataset: str = "digits"  # pipelines spec (speech:PATH and speech_commands for speech models)
+    data_dir: str | None = None  # where cifar/imagenet/speech_commands are prepared
     epochs: int = 10
     batch_size: int = 128  # global batch
-    image_size: int = 32
+    image_size: int = 32  # images only
+    labels: str = "utterance"  # speech: "utterance" (per file) or "frame" (alignment files)
+    num_frames: int | None = None  # speech window: 98 (utterance) / 49 (frame) by default
     optimizer: str = "sgd"  # "sgd" (Nesterov, coupled L2) or "adamw"
     lr: float = 0.1  # peak learning rate at batch 256 (scaled linearly) or as given
     scale_lr: bool = True  # scale `lr` by batch_size / 256
@@ -67,6 +69,36 @@ class TrainConfig:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
         if self.model not in models.list_models():
             raise ValueError(f"unknown model {self.model!r}; known: {models.list_models()}")
+        import pipelines
+
+        speech_data = pipelines.parse_spec(self.dataset).is_speech
+        if speech_data != is_speech_model(self.model):
+            raise ValueError(
+                f"model {self.model!r} takes {'speech' if not speech_data else 'image'} inputs "
+                f"but data set {self.dataset!r} is {'speech' if speech_data else 'images'}: "
+                "speech models (*_speech) train on speech:PATH or speech_commands")
+
+
+def is_speech_model(name):
+    """Speech acoustic models (log-mel inputs [64, frames, 3]) are named *_speech."""
+    return name.endswith("_speech")
+
+
+def is_speech(config):
+    import pipelines
+
+    return pipelines.parse_spec(config.dataset).is_speech
+
+
+def input_shape(config):
+    """The model input of the config: (size, size, 3) images or (64, frames, 3) log-mels."""
+    if not is_speech(config):
+        return (config.image_size, config.image_size, 3)
+    from pipelines import speech
+
+    frames = config.num_frames or (speech.CONTEXT if config.labels == "frame"
+                                   else speech.UTTERANCE_FRAMES)
+    return (speech.NUM_MEL, frames, 3)
 
 
 class NonFiniteLossError(FloatingPointError):
@@ -153,31 +185,55 @@ def peak_learning_rate(config):
     return config.lr
 
 
-def train_dataset(config, input_context=None):
-    """The training pipeline of the config (per-replica batches with `input_context`)."""
+def _data_kwargs(config):
+    if is_speech(config):
+        return dict(image_size=None, labels=config.labels, num_frames=input_shape(config)[1])
+    return dict(image_size=config.image_size, color_jitter=config.color_jitter)
+
+
+def train_dataset(config, input_context=None, repeat=True):
+    """The training pipeline of the config (per-replica batches with `input_context`),
+    repeated: an epoch is `steps_per_epoch` batches of one endless stream, so bad examples
+    skipped on the way never make an epoch run out of data."""
     import pipelines
 
     return pipelines.get_dataset(
-        config.dataset, config.train_split, config.image_size, config.batch_size,
-        training=True, data_dir=config.data_dir, on_error=config.on_error,
-        num_classes=config.classes, seed=config.seed, color_jitter=config.color_jitter,
-        input_context=input_context)
+        config.dataset, config.train_split, batch_size=config.batch_size, training=True,
+        data_dir=config.data_dir, on_error=config.on_error, num_classes=config.classes,
+        seed=config.seed, input_context=input_context, repeat=repeat, **_data_kwargs(config))
 
 
 def eval_dataset(config):
     import pipelines
 
+    kwargs = _data_kwargs(config)
+    kwargs.pop("color_jitter", None)
     return pipelines.get_dataset(
-        config.dataset, config.eval_split, config.image_size, config.batch_size,
-        training=False, data_dir=config.data_dir, on_error=config.on_error,
-        num_classes=config.classes)
+        config.dataset, config.eval_split, batch_size=config.batch_size, training=False,
+        data_dir=config.data_dir, on_error=config.on_error, num_classes=config.classes,
+        **kwargs)
+
+
+def check_usable(config):
+    """Raises a ValueError when the training split yields not one batch (every example bad, or
+    fewer good ones than a batch): a repeated stream of it would never produce a step."""
+    single_pass = train_dataset(config, repeat=False)
+    for _ in single_pass.take(1):
+        return
+    report = single_pass.bad_data
+    skipped = f"; {report.count} skipped as bad: {report.names[:5]}" if report.count else ""
+    raise ValueError(f"the {config.train_split!r} split of {config.dataset!r} has fewer usable "
+                     f"examples than one batch of {config.batch_size}{skipped}")
 
 
 def steps_per_epoch(config, train):
     if config.steps_per_epoch:
         return config.steps_per_epoch
     if train.num_examples is None:
-        raise ValueError(f"the size of {config.dataset!r} is not known: pass steps_per_epoch")
+        why = (" (frame labels: windows are counted only after decoding)"
+               if is_speech(config) and config.labels == "frame" else "")
+        raise ValueError(f"the size of {config.dataset!r} is not known{why}: pass "
+                         "steps_per_epoch")
     steps = train.num_examples // config.batch_size
     if steps < 1:
         raise ValueError(f"batch_size {config.batch_size} exceeds the {train.num_examples} "
@@ -186,9 +242,11 @@ def steps_per_epoch(config, train):
 
 
 def build_model(config, classes):
-    return models.get(config.model, classes=classes,
-                      input_shape=(config.image_size, config.image_size, 3),
-                      **config.model_kwargs)
+    """The model of the config; speech models average their per-frame outputs over time
+    (`pooling="avg"`), one prediction per window."""
+    extra = {"pooling": "avg"} if is_speech_model(config.model) else {}
+    return models.get(config.model, classes=classes, input_shape=input_shape(config),
+                      **extra, **config.model_kwargs)
 
 
 def num_classes(config, train):
@@ -239,6 +297,7 @@ def train(config):
     if config.strategy in ("multi_worker", "tpu"):
         return train_custom(config)
     strategy = make_strategy(config.strategy)
+    check_usable(config)
     train_ds, eval_ds = train_dataset(config), eval_dataset(config)
     classes = num_classes(config, train_ds)
     steps = steps_per_epoch(config, train_ds)
@@ -266,6 +325,7 @@ def train_custom(config):
     from bl_keras.training import distributed
 
     strategy = distributed.make_strategy(config.strategy)
+    check_usable(config)
     probe = train_dataset(config)
     classes = num_classes(config, probe)
     steps = steps_per_epoch(config, probe)
@@ -297,6 +357,13 @@ def train_custom(config):
     return finish(built["model"], config, eval_dataset(config), reports, rate)
 
 
+def accuracy_unit(config):
+    """What top-1 counts: images, utterances or frames."""
+    if not is_speech(config):
+        return "images"
+    return "frames" if config.labels == "frame" else "utterances"
+
+
 def finish(model, config, eval_ds, reports, images_per_second):
     """Evaluates, saves `model.keras` and writes `metrics.json`."""
     from bl_keras import evaluation
@@ -311,7 +378,9 @@ def finish(model, config, eval_ds, reports, images_per_second):
         "top1": float(results["top1"]),
         "top5": float(results["top5"]),
         "loss": float(results["loss"]),
-        "macs": profile.count_macs(model, config.image_size),
+        "accuracy_of": accuracy_unit(config),
+        "input_shape": list(input_shape(config)),
+        "macs": profile.count_macs(model, input_shape(config)),
         "params": profile.count_params(model),
         "train_images_per_second": images_per_second,
         "examples_skipped_as_bad": skipped,

@@ -1,8 +1,9 @@
-"""Complexity of the paper's models beside the paper's figures, and the CPU speed of ResNet-50
-against bL-ResNet-50 measured in one run.
+"""Complexity of the paper's models beside the paper's figures (image models, then Table 3's
+speech models), and the CPU speed of ResNet-50 against bL-ResNet-50 measured in one run.
 
     python -m apps.benchmark                      # everything (a few minutes on 2 cores)
-    python -m apps.benchmark --nospeed            # complexity table only
+    python -m apps.benchmark --nospeed            # complexity tables only
+    python -m apps.benchmark --nocomplexity --nospeed   # speech complexity table only
     python -m apps.benchmark --runtimes=tflite --repeats=20
 """
 
@@ -12,6 +13,8 @@ from bl_keras import benchmark
 
 FLAGS = flags.FLAGS
 flags.DEFINE_bool("complexity", True, "Print the params / MACs table of the paper's models.")
+flags.DEFINE_bool("speech", True,
+                  "Print the params / MACs table of the speech models beside Table 3.")
 flags.DEFINE_bool("speed", True, "Time the baseline against the Big-Little model.")
 flags.DEFINE_string("baseline", "resnet50", "Baseline model for the speed comparison.")
 flags.DEFINE_string("model", "bl_resnet50", "Model compared with the baseline.")
@@ -27,6 +30,10 @@ def main(argv):
     if FLAGS.complexity:
         print("## Complexity (MACs of conv and FC layers; paper 'FLOPs' are MACs)\n")
         print(benchmark.complexity_table(benchmark.complexity_rows()), "\n", flush=True)
+    if FLAGS.speech:
+        print("## Speech complexity (Table 3; 64x49 input, one output frame)\n")
+        print(benchmark.speech_complexity_table(benchmark.speech_complexity_rows()), "\n",
+              flush=True)
     if FLAGS.speed:
         timings, summary = benchmark.speed_comparison(
             FLAGS.baseline, FLAGS.model, size=FLAGS.size, batch=FLAGS.batch,

@@ -3,6 +3,9 @@
     python -m apps.train --model=bl_resnet20_cifar --dataset=digits --image_size=32 \
         --epochs=5 --batch_size=64 --lr=0.4 --model_dir=runs/digits
 
+    python -m apps.train --model=bl_resnet22_speech --alpha=2 --beta=3 --dataset=speech:PATH \
+        --classes=... --labels=utterance --num_frames=98 --model_dir=runs/speech
+
 Running the same command again after the run was killed resumes from the last completed epoch.
 See the README for ImageNet on a GPU host, on several hosts (TF_CONFIG) and on a TPU.
 """
@@ -17,15 +20,23 @@ FLAGS = flags.FLAGS
 flags.DEFINE_string("model", "bl_resnet20_cifar", "A name of bl_keras.models.list_models().")
 flags.DEFINE_integer("alpha", None, "Big-Little alpha (little-branch width reduction).")
 flags.DEFINE_integer("beta", None, "Big-Little beta (little-branch depth reduction).")
+flags.DEFINE_enum("merge", None, ["add", "concat"], "Big-Little merge (models that take it).")
+flags.DEFINE_float("width_multiplier", None, "Scales every width (models that take it).")
 flags.DEFINE_string("dataset", "digits",
-                    "digits, cifar10, cifar100, imagenet, folder:PATH or tfrecord:GLOB.")
-flags.DEFINE_string("data_dir", None, "Where cifar10/100 or imagenet are prepared.")
+                    "digits, cifar10, cifar100, imagenet, folder:PATH, tfrecord:GLOB; "
+                    "speech:PATH or speech_commands for the *_speech models.")
+flags.DEFINE_string("data_dir", None, "Where cifar10/100, imagenet or speech_commands are "
+                    "prepared.")
 flags.DEFINE_integer("classes", None, "Number of classes where the data set does not fix it.")
 flags.DEFINE_string("train_split", "train", "Split to train on.")
 flags.DEFINE_string("eval_split", "test", "Split to evaluate on (val for ImageNet).")
 flags.DEFINE_integer("epochs", 10, "Epochs.")
 flags.DEFINE_integer("batch_size", 128, "Global batch size (over all replicas and workers).")
-flags.DEFINE_integer("image_size", 32, "Input size (224 for ImageNet).")
+flags.DEFINE_integer("image_size", 32, "Input size (224 for ImageNet); images only.")
+flags.DEFINE_enum("labels", "utterance", ["utterance", "frame"],
+                  "Speech: a label per utterance (folder) or per frame (alignment files).")
+flags.DEFINE_integer("num_frames", None, "Speech window in 10 ms frames (default 98 for "
+                     "utterance labels; frame labels use 49-frame windows).")
 flags.DEFINE_integer("steps_per_epoch", None, "Needed where the data set size is unknown.")
 flags.DEFINE_enum("optimizer", "sgd", ["sgd", "adamw"],
                   "sgd: Nesterov momentum 0.9 with coupled L2 (official recipe); adamw.")
@@ -49,12 +60,14 @@ flags.mark_flag_as_required("model_dir")
 
 
 def config_from_flags():
-    model_kwargs = {k: getattr(FLAGS, k) for k in ("alpha", "beta") if getattr(FLAGS, k)}
+    model_kwargs = {k: getattr(FLAGS, k) for k in ("alpha", "beta", "merge", "width_multiplier")
+                    if getattr(FLAGS, k) is not None}
     jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
     return trainer.TrainConfig(
         model=FLAGS.model, model_dir=FLAGS.model_dir, dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
-        image_size=FLAGS.image_size, optimizer=FLAGS.optimizer, lr=FLAGS.lr,
+        image_size=FLAGS.image_size, labels=FLAGS.labels, num_frames=FLAGS.num_frames,
+        optimizer=FLAGS.optimizer, lr=FLAGS.lr,
         scale_lr=FLAGS.scale_lr, weight_decay=FLAGS.weight_decay, schedule=FLAGS.schedule,
         warmup_epochs=FLAGS.warmup_epochs, label_smoothing=FLAGS.label_smoothing,
         jit_compile=jit, mixed_precision=FLAGS.mixed_precision, strategy=FLAGS.strategy,

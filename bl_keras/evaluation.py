@@ -38,22 +38,31 @@ def accuracy_and_loss(model, dataset, verbose=0):
             "examples": total}
 
 
+def as_size(image_size):
+    """int or (height, width) -> (height, width)."""
+    return (image_size, image_size) if isinstance(image_size, int) else tuple(image_size)
+
+
 def latency_ms(model, image_size, runtime="graph", repeats=30):
-    """Median batch-1 latency of `model` at `image_size` on a runtime of `bl_keras.timing`."""
-    if model.input_shape[1] != image_size or model.input_shape[2] != image_size:
-        raise ValueError(f"model input {model.input_shape} is not {image_size}x{image_size}")
+    """Median batch-1 latency of `model` at `image_size` (int or (height, width), e.g.
+    (64, frames) for a speech model) on a runtime of `bl_keras.timing`."""
+    if tuple(model.input_shape[1:3]) != as_size(image_size):
+        raise ValueError(f"model input {model.input_shape} is not "
+                         f"{'x'.join(map(str, as_size(image_size)))}")
     timings = timing.measure({"model": model}, runtimes=(runtime,), batches=(1,),
                              latency_repeats=repeats, progress=False)
     return timings[0].seconds * 1e3
 
 
 def evaluate(model, dataset, image_size, latency_runtime="graph", verbose=0):
-    """Accuracy on `dataset`, MACs and parameters, and batch-1 latency, as one dict."""
+    """Accuracy on `dataset`, MACs and parameters, and batch-1 latency, as one dict.
+    `image_size`: int or (height, width) ((64, frames) for a speech model)."""
     report = accuracy_and_loss(model, dataset, verbose=verbose)
-    report["macs"] = profile.count_macs(model, image_size)
+    size = as_size(image_size)
+    report["macs"] = profile.count_macs(model, (*size, model.input_shape[-1]))
     report["params"] = profile.count_params(model)
-    if model.input_shape[1] is None:
-        inputs = keras.Input((image_size, image_size, model.input_shape[-1]))
+    if None in model.input_shape[1:3]:
+        inputs = keras.Input((*size, model.input_shape[-1]))
         fixed = keras.Model(inputs, model(inputs))
     else:
         fixed = model

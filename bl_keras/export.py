@@ -11,6 +11,11 @@ flatbuffers (float32, float16 weights or full int8) for phones, with parity chec
 TFLite conversion goes through a SavedModel export (the route that folds BatchNorm into the
 convolutions) and allows builtin ops only, so a model needing TF (select) ops fails here with
 `UnsupportedOpsError` rather than on a phone.
+
+Speech acoustic models (input named "features": log-mel windows `[64, frames, 3]`) export the
+same way, except that their inputs stay float32 everywhere (there is no uint8 form of
+normalised log-mels); "image" below then means such a window, and `image_size` is
+`(64, frames)`.
 """
 
 import numbers
@@ -50,6 +55,16 @@ def _is_int(value):
     return isinstance(value, numbers.Integral) and not isinstance(value, bool)
 
 
+def takes_features(model):
+    """True for a speech model (float log-mel input named "features"), False for images."""
+    return bool(model.inputs) and model.inputs[0].name.split(":")[0] == "features"
+
+
+def serving_dtype(model):
+    """What the SavedModel signature takes: uint8 images, or float32 log-mel features."""
+    return tf.float32 if takes_features(model) else tf.uint8
+
+
 def input_spec(model, image_size=None, dtype=tf.float32):
     """The `tf.TensorSpec` `[None, H, W, C]` of the model's images for an export.
 
@@ -60,7 +75,8 @@ def input_spec(model, image_size=None, dtype=tf.float32):
         dtype: dtype of the spec.
 
     Returns:
-        A `tf.TensorSpec` with a dynamic batch dimension, named "images".
+        A `tf.TensorSpec` with a dynamic batch dimension, named "images" ("features" for a
+        speech model).
 
     Raises:
         ValueError: several inputs, not NHWC, a dynamic size without `image_size`, or an
@@ -88,7 +104,8 @@ def input_spec(model, image_size=None, dtype=tf.float32):
                          "image_size (int or (height, width)) to fix the exported size")
     else:
         size = static
-    return tf.TensorSpec([None, *size, shape[3] or 3], dtype, name="images")
+    name = "features" if takes_features(model) else "images"
+    return tf.TensorSpec([None, *size, shape[3] or 3], dtype, name=name)
 
 
 def _write_saved_model(model, path, spec):
@@ -105,7 +122,8 @@ def _write_saved_model(model, path, spec):
 
 
 def export_saved_model(model, path, image_size=None):
-    """Writes a SavedModel for serving that takes uint8 RGB images.
+    """Writes a SavedModel for serving that takes uint8 RGB images (float32 log-mel features
+    [None, 64, frames, 3], input key "features", for a speech model).
 
     Its default signature (`serving_default`, also callable as `.serve` after
     `tf.saved_model.load`) takes uint8 images `[None, H, W, 3]` (input key "images") of the
@@ -123,7 +141,7 @@ def export_saved_model(model, path, image_size=None):
     Raises:
         ValueError: see `input_spec`.
     """
-    _write_saved_model(model, path, input_spec(model, image_size, tf.uint8))
+    _write_saved_model(model, path, input_spec(model, image_size, serving_dtype(model)))
     return str(path)
 
 
@@ -276,12 +294,13 @@ def tflite_predict(flatbuffer_or_path, images, batch_size=1):
 
 
 def saved_model_predict(saved_model, images, batch_size=64):
-    """Runs the uint8 serving signature of a SavedModel from `export_saved_model`.
+    """Runs the serving signature of a SavedModel from `export_saved_model`.
 
     Args:
         saved_model: its directory, or the object `tf.saved_model.load` returned.
         images: images [N, H, W, C], uint8 or values in [0, 255] (rounded and clipped to
-            uint8, which is what the signature takes).
+            uint8 when the signature takes uint8; passed as float32 when it takes float32
+            speech features).
         batch_size: images per call.
 
     Returns:
@@ -291,7 +310,8 @@ def saved_model_predict(saved_model, images, batch_size=64):
     loaded = tf.saved_model.load(str(saved_model)) if isinstance(
         saved_model, (str, os.PathLike)) else saved_model
     serve = loaded.signatures[SERVING_KEY]
-    images = to_uint8(images)
+    (spec,) = serve.structured_input_signature[1].values()
+    images = to_uint8(images) if spec.dtype == tf.uint8 else np.asarray(images, np.float32)
     parts = {}
     for start in range(0, len(images), batch_size):
         out = serve(tf.constant(images[start:start + batch_size]))
@@ -327,8 +347,8 @@ def parity(model, flatbuffer, images, batch_size=32):
     Args:
         model: the single-output Keras model that was exported.
         flatbuffer: TFLite flatbuffer bytes or `.tflite` path; or a SavedModel directory from
-            `export_saved_model` (its uint8 signature then gets the images rounded to uint8,
-            and Keras gets the same rounded images as float32).
+            `export_saved_model` (an image model's uint8 signature then gets the images
+            rounded to uint8, and Keras gets the same rounded images as float32).
         images: float images [N, H, W, C] in [0, 255].
         batch_size: images per TFLite / SavedModel call.
 
@@ -340,7 +360,8 @@ def parity(model, flatbuffer, images, batch_size=32):
     if len(images) == 0:
         raise ValueError("parity needs at least one image")
     if not isinstance(flatbuffer, (bytes, bytearray)) and os.path.isdir(flatbuffer):
-        images = to_uint8(images)
+        if serving_dtype(model) == tf.uint8:
+            images = to_uint8(images)
         got = saved_model_predict(flatbuffer, images, batch_size)
     else:
         got = tflite_predict(flatbuffer, images, batch_size)

@@ -1,6 +1,7 @@
 """Figures published in the Big-Little Net paper (Chen et al., ICLR 2019), to print beside ours.
 
-FLOPs in the paper are multiply-accumulates (MACs), counted over conv and FC layers.
+FLOPs in the paper are multiply-accumulates (MACs), counted over conv and FC layers; Table 3's
+speech FLOPs are MACs at 64x49 including the 32k-class output layer.
 """
 
 import dataclasses
@@ -47,4 +48,26 @@ PAPER = {
     "bl_shufflenet_v2 1x (a=2, b=2)": _bl(2.33, None, 0.150, "shufflenet_v2 1x", "Table 9"),
     "bl_shufflenet_v2 1.5x (a=2, b=2)": _bl(4.80, None, 0.298, "shufflenet_v2 1.5x", "Table 9"),
     "bl_shufflenet_v2 2x (a=2, b=2)": _bl(7.60, None, 0.590, "shufflenet_v2 2x", "Table 9"),
+}
+
+
+@dataclasses.dataclass(frozen=True)
+class SpeechFigure:
+    """One line of Table 3 (speech acoustic models on 64x49 log-mel inputs)."""
+
+    line: int  # line of Table 3
+    gflops: float  # "FLOPs (10^9)": MACs including the 32k output layer
+    mparams: float  # "Params (10^6)": not reproducible (see `bl_keras.models.speech`)
+    saving: float | None = None  # the saving Table 3 prints beside the FLOPs, e.g. "(1.63x)"
+
+
+# Table 3, keyed by the labels of `bl_keras.benchmark.SPEECH_MODELS`; line 1 is the baseline.
+SPEECH = {
+    "resnet22_speech": SpeechFigure(1, 1.11, 3.02),
+    "bl_resnet22_speech (a=4, b=1)": SpeechFigure(2, 0.68, 3.15, 1.63),
+    "bl_resnet22_speech (a=4, b=2)": SpeechFigure(3, 0.66, 3.11, 1.68),
+    "bl_resnet22_speech (a=4, b=3)": SpeechFigure(4, 0.65, 3.10, 1.70),
+    "bl_resnet22_speech (a=2, b=3)": SpeechFigure(5, 0.77, 3.07, 1.43),
+    "bl_resnet22_speech (a=4, b=1) cat": SpeechFigure(6, 0.70, 3.18, 1.58),
+    "bl_pyr_resnet22_speech (a=4, b=1)": SpeechFigure(7, 0.98, 3.32, 1.13),
 }

@@ -34,7 +34,7 @@ from bl_keras.models.resnet import (
     seresnext101_32x4d,
 )
 from bl_keras.models.shufflenet import bl_shufflenet_v2, shufflenet_v2
-from bl_keras.models.speech import bl_resnet22_speech, resnet22_speech
+from bl_keras.models.speech import bl_pyr_resnet22_speech, bl_resnet22_speech, resnet22_speech
 
 _MODELS = {
     builder.__name__: builder
@@ -67,6 +67,7 @@ _MODELS = {
         bl_shufflenet_v2,
         resnet22_speech,
         bl_resnet22_speech,
+        bl_pyr_resnet22_speech,
     )
 }
 

@@ -29,6 +29,31 @@ ambiguous:
   after the sum. Merge "concat": upsampled big branch (with ReLU) and cropped little branch
   (little width, no 1x1 match) are concatenated (64 + 16 = 80 channels in stage 1, as Appendix B
   says) and fused by a 1x1 conv + BN + ReLU to the stage width.
+  Merge "add" is `_pyramid_module` with two branches.
+* bL-PYR-ResNet-22 (alpha=4, beta=1), Table 3 line 7. The text (end of Appendix B.2) only says:
+  four branches in stage 1, three in stage 2, two in stage 3 (identical to bL-ResNet-22
+  (alpha=4, beta=1)), stage 4 as ResNet-22; the stage-1 big branch widened to 256 channels,
+  the three little branches 64, 16 and 4 wide; "the middle branches require both resolution
+  upsampling and 1x1 convolution to match channels". Our reading (`_pyramid_module`):
+  branch j = 0..K-1 runs at 1/2^j of the stage input's frequency resolution (stage 1: 32, 16,
+  8, 4 bins; stage 2: 16, 8, 4), is `alpha^(K-1-j)` times narrower than the big branch (stage
+  1: 4, 16, 64, 256; stage 2: 8, 32, 128), and has the big branch's blocks (2, 2, 1) (with
+  beta > 1, `little_conv_counts(5, beta^(K-1-j))`, cropped in time to the deepest), its first
+  conv and shortcut strided 2^j at once, as the bL big branch takes its stride 2. Branches are
+  merged by addition at the big branch's width (256 in stage 1, 128 in stage 2): each other
+  branch ends with ReLU and a 1x1 conv + BN to that width (done before the upsampling, which is
+  cheaper and equal: BN is affine and the bilinear weights of every output bin sum to 1), then
+  branches j > 0 are upsampled bilinearly x2^j in frequency; sum, ReLU. Merging at 256 is the
+  only reading in which the middle branches literally need both: the big branch needs only the
+  upsampling, the full-resolution 4-channel branch only the 1x1. Transition 1 is Table 12's
+  (3x3, 64, s2) (from 256 channels, so with a projection shortcut), transition 2 (3x3, 128, s2),
+  transition 3 (3x3, 256, s2). This gives 1.029e9 MACs with the 32k output layer at 64x49
+  (ResNet-22 / ours = 1.07x) against the paper's 0.98e9 (1.13x). Alternatives, not built:
+  merging stage 1 at 64, the stage width (a 1x1 256 -> 64 on the big branch, none on the
+  64-wide middle branch, a 64-wide transition 1 input) gives 0.959e9 (1.15x); striding branch
+  j by j successive stride-2 convolutions gives 1.24e9 (0.89x) and by j stride-2 blocks (as the
+  image `BigLittleModule` for K > 2) 1.67e9 (0.66x), both contradicting Table 3's saving.
+  `width_multiplier` must keep the 4-channel branch: >= 0.25 for alpha=4.
 * The last stage is a plain ResNet-22 stage (two 512 blocks at 4 bins, no branching) when
   `branch_last_stage=False`; the default `None` follows Table 12: branched except for
   (alpha=2, beta=3).
@@ -40,9 +65,10 @@ ambiguous:
 * `width_multiplier` scales every width (stem, stages, 4x1 projection) for small test models;
   1 is the paper's network.
 
-Complexity (`tests/test_speech_models.py` prints the table). Our MACs of ResNet-22 with the 32k
-output layer are 1.10e9 (paper "FLOPs" 1.11e9), so the paper's FLOPs are MACs and include the 32k
-output layer (16.4e6 MACs); the bL ratios agree with Table 3 to within a few percent. The
+Complexity (`python -m apps.benchmark --nospeed` and `tests/test_speech_models.py` print the
+table). Our MACs of ResNet-22 with the 32k output layer are 1.105e9 (paper "FLOPs" 1.11e9), so the
+paper's FLOPs are MACs and include the 32k output layer (16.4e6 MACs); the bL ratios of lines 2-6
+agree with Table 3 to within a few percent, bL-PYR's (line 7) is 5% below it (see above). The
 paper's parameter counts (3.0-3.3e6) cannot be reproduced: the 3x3 convolutions of the 512-wide
 stage alone hold 8.3e6 weights and the 32k output layer 16.4e6; we report ours.
 """
@@ -120,8 +146,10 @@ class FrequencyUpsample(layers.Layer):
         self.matrix = _bilinear_matrix(input_shape[1], input_shape[1] * self.factor)
 
     def call(self, x):
+        # [B, F, T, C] . [O, F] over F -> [B, T, C, O] -> [B, O, T, C]: a reshape and one
+        # matmul (an einsum here converts to TFLite tensors of invalid size).
         m = ops.convert_to_tensor(self.matrix, dtype=x.dtype)
-        return ops.einsum("of,bftc->botc", m, x)
+        return ops.transpose(ops.tensordot(x, m, axes=[[1], [1]]), (0, 3, 1, 2))
 
     def compute_output_shape(self, input_shape):
         return (input_shape[0], input_shape[1] * self.factor, *input_shape[2:])
@@ -197,17 +225,52 @@ def little_conv_counts(big_convs, beta):
     return (2,) * (n // 2) + ((1,) if n % 2 else ())
 
 
+def _branch_name(j, branches):
+    if j == branches - 1:
+        return "big"
+    return "little" if j == 0 else f"middle{j}"
+
+
+def _pyramid_module(x, widths, big_counts, beta, name):
+    """Branches j = 0..K-1 of `widths[j]` channels at frequency resolution 1 / 2^j, merged by
+    addition at the width of the big (last, lowest-resolution) branch; K = 2 is the Big-Little
+    module with merge="add".
+
+    Branch j has the big branch's blocks `big_counts` if it is the big one, else
+    `little_conv_counts(sum(big_counts), beta ** (K - 1 - j))`; its first conv and the first
+    shortcut projection stride 2^j in frequency. Every branch but the big one ends with ReLU and a
+    1x1 conv + BN to the big branch's width; branches j > 0 are then upsampled bilinearly x2^j in
+    frequency (after the 1x1: cheaper, and equal since bilinear weights sum to 1); the shallower
+    branches are centre-cropped in time to the deepest. Sum, ReLU."""
+    branches = len(widths)
+    counts = [
+        tuple(big_counts) if j == branches - 1
+        else little_conv_counts(sum(big_counts), beta ** (branches - 1 - j))
+        for j in range(branches)
+    ]
+    deepest = max(sum(c) for c in counts)
+    outputs = []
+    for j in reversed(range(branches)):  # big branch first: the bL models' layer order
+        branch = f"{name}_{_branch_name(j, branches)}"
+        is_big = j == branches - 1
+        y = _blocks(x, widths[j], counts[j], branch, strides=2**j, last_relu=not is_big)
+        if not is_big:
+            y = _conv_bn(y, widths[-1], 1, f"{branch}_match", relu=False)
+        if j > 0:
+            y = FrequencyUpsample(2**j, name=f"{branch}_upsample")(y)
+        outputs.append(_crop_time(y, 2 * (deepest - sum(counts[j])), f"{branch}_crop"))
+    y = layers.Add(name=f"{name}_merge")(outputs)
+    return layers.ReLU(name=f"{name}_out")(y)
+
+
 def _big_little_module(x, filters, big_counts, alpha, beta, merge, name):
-    big = _blocks(x, filters, big_counts, f"{name}_big", strides=2, last_relu=merge == "concat")
+    if merge == "add":
+        return _pyramid_module(x, (filters // alpha, filters), big_counts, beta, name)
+    big = _blocks(x, filters, big_counts, f"{name}_big", strides=2)
     big = FrequencyUpsample(2, name=f"{name}_big_upsample")(big)
     little_counts = little_conv_counts(sum(big_counts), beta)
     little = _blocks(x, filters // alpha, little_counts, f"{name}_little")
     crop = 2 * (sum(big_counts) - sum(little_counts))
-    if merge == "add":
-        little = _conv_bn(little, filters, 1, f"{name}_little_match", relu=False)
-        little = _crop_time(little, crop, f"{name}_little_crop")
-        y = layers.Add(name=f"{name}_merge")([big, little])
-        return layers.ReLU(name=f"{name}_out")(y)
     little = _crop_time(little, crop, f"{name}_little_crop")
     y = layers.Concatenate(name=f"{name}_merge")([big, little])
     return _conv_bn(y, filters, 1, f"{name}_fuse")
@@ -314,10 +377,64 @@ def bl_resnet22_speech(
     return keras.Model(inputs, outputs, name=f"bl_resnet22_speech_a{alpha}_b{beta}{suffix}")
 
 
+PYRAMID_BIG_WIDTH = 256  # stage 1 big branch of bL-PYR-ResNet-22, widened from 64 (Appendix B.2)
+
+
+def pyramid_branch_widths(alpha, width_multiplier=1):
+    """Branch widths (full resolution first) of the pyramid stages 1 and 2 of
+    bL-PYR-ResNet-22: big branches of 256 and 128 (scaled), branch j `alpha^(K-1-j)` times
+    narrower than the big one. Raises a ValueError if a branch would have no channel."""
+    stages = []
+    for stage, (big, branches) in enumerate(((PYRAMID_BIG_WIDTH, 4), (STAGE_WIDTHS[1], 3))):
+        scaled = _scaled(big, width_multiplier)
+        widths = tuple(scaled // alpha ** (branches - 1 - j) for j in range(branches))
+        if widths[0] < 1:
+            raise ValueError(
+                f"alpha={alpha} leaves no channels in the full-resolution branch of stage "
+                f"{stage + 1} of bl_pyr_resnet22_speech ({scaled} // {alpha}**{branches - 1} "
+                f"at width_multiplier={width_multiplier!r}); use width_multiplier >= "
+                f"{alpha ** (branches - 1) / big:g}"
+            )
+        stages.append(widths)
+    return tuple(stages)
+
+
+def bl_pyr_resnet22_speech(
+    alpha=4,
+    beta=1,
+    classes=32000,
+    pooling=None,
+    classifier_activation="softmax",
+    input_shape=(MEL_BINS, None, 3),
+    width_multiplier=1,
+):
+    """bL-PYR-ResNet-22 acoustic model (Table 3 line 7, end of Appendix B.2): pyramid modules of
+    4 and 3 branches in stages 1-2, a Big-Little module in stage 3, a plain stage 4; same inputs
+    and outputs as `resnet22_speech`. See the module docstring for the reading."""
+    check_positive_int("alpha", alpha)
+    check_positive_int("beta", beta)
+    _check_args(input_shape, classes, pooling, width_multiplier, "bl_pyr_resnet22_speech")
+    widths = [_scaled(w, width_multiplier) for w in STAGE_WIDTHS]
+    pyramids = pyramid_branch_widths(alpha, width_multiplier)
+    inputs = keras.Input(shape=input_shape, name="features")
+    x = _stem(inputs, widths[0])
+    x = _pyramid_module(x, pyramids[0], (2, 2, 1), beta, "stage1")
+    x = _residual_block(x, widths[0], 1, "transition1", strides=2)
+    x = _pyramid_module(x, pyramids[1], (2, 2, 1), beta, "stage2")
+    x = _residual_block(x, widths[1], 1, "transition2", strides=2)
+    x = _big_little_module(x, widths[2], (2, 2, 1), alpha, beta, "add", "stage3")
+    x = _residual_block(x, widths[2], 1, "transition3", strides=2)
+    x = _blocks(x, widths[3], (2, 2), "stage4")
+    outputs = _head(x, widths[-1], classes, pooling, classifier_activation)
+    return keras.Model(inputs, outputs, name=f"bl_pyr_resnet22_speech_a{alpha}_b{beta}")
+
+
 __all__ = [
     "FrequencyUpsample",
     "MinFrames",
+    "bl_pyr_resnet22_speech",
     "bl_resnet22_speech",
     "little_conv_counts",
+    "pyramid_branch_widths",
     "resnet22_speech",
 ]

@@ -12,6 +12,7 @@ import keras
 import numpy as np
 import pytest
 from audio import RATE, chirp, write
+from tfds_offline import no_download, prepare_tfds  # noqa: F401 (fixture)
 
 import pipelines
 from bl_keras.training import trainer
@@ -96,6 +97,25 @@ def test_frame_labels_train_and_evaluate(corpus, tmp_path):
         for p in (corpus / "test").rglob("*.ali"))
     assert evaluated["accuracy_of"] == "frames" and evaluated["examples"] == test_frames
     assert evaluated["top1"] == pytest.approx(metrics["top1"], abs=1e-6)
+
+
+def test_train_on_prepared_speech_commands(tmp_path, no_download):  # noqa: F811
+    """`--dataset=speech_commands` trains from a TFDS copy prepared offline (12 classes)."""
+    def clips(count):
+        return [{"audio": chirp(500.0, 1.0, sweep_hz=SWEEPS[i % 3]), "label": i % 3}
+                for i in range(count)]
+
+    prepare_tfds("speech_commands", str(tmp_path / "tfds"),
+                 {"train": [clips(16)], "test": [clips(6)]})
+    config = trainer.TrainConfig(
+        model="bl_resnet22_speech", model_dir=str(tmp_path / "run"), dataset="speech_commands",
+        data_dir=str(tmp_path / "tfds"), num_frames=49, epochs=2, batch_size=8, lr=0.4,
+        verbose=0, seed=0, model_kwargs={"alpha": 2, "beta": 3, "width_multiplier": 0.125})
+    metrics = trainer.train(config)
+    assert metrics["accuracy_of"] == "utterances" and metrics["examples_skipped_as_bad"] == 0
+    model = keras.models.load_model(tmp_path / "run" / "model.keras")
+    assert model.output_shape == (None, 12)
+    assert int(model.optimizer.iterations.numpy()) == 2 * (16 // 8)
 
 
 def test_model_and_data_kinds_must_agree(corpus, tmp_path):

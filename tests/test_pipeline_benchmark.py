@@ -13,4 +13,5 @@ def test_pipeline_benchmark_runs():
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert "| bl_keras pipelines |" in out and "| keras image_dataset_from_directory |" in out
-    assert re.search(r"ratio: \d+\.\d\dx", out)
+    assert "repeat=True (the trainer's)" in out
+    assert re.search(r"ratio: \d+\.\d\dx \(repeat=True: \d+\.\d\dx\)", out)

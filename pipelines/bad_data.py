@@ -44,10 +44,13 @@ class BadDataReport:
 
     def enter(self, name, serial):
         """Records `name` as in flight, entered as number `serial` (its position in the input:
-        0, 1, ...); returns `serial` once recorded."""
+        0, 1, ...); returns `serial` once recorded. A name already in the table (skipped in an
+        earlier pass of a repeated stream) keeps its first number, so it stays counted."""
         serial = tf.cast(serial, tf.int64)
-        with tf.control_dependencies([self._table.insert(tf.reshape(name, [1]),
-                                                         tf.reshape(serial, [1]))]):
+        key = tf.reshape(name, [1])
+        first = self._table.lookup(key)
+        value = tf.where(first >= 0, first, tf.reshape(serial, [1]))
+        with tf.control_dependencies([self._table.insert(key, value)]):
             return tf.identity(serial)
 
     def leave(self, name, serial):

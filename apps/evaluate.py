@@ -15,6 +15,7 @@ from absl import app, flags
 
 import pipelines
 from bl_keras import benchmark, evaluation, export
+from pipelines import speech
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "A .keras model.")
@@ -37,12 +38,13 @@ flags.mark_flag_as_required("model_path")
 def speech_data(model):
     """(dataset, (64, frames)) for a speech model: frame windows of 49 frames, or utterance
     windows of --num_frames (default: the model's static input length)."""
-    if FLAGS.labels == "frame":
-        frames = 49
-    else:
-        frames = FLAGS.num_frames or model.input_shape[2]
-        if frames is None:
-            raise app.UsageError("the model takes any number of frames: pass --num_frames")
+    requested = FLAGS.num_frames or (None if FLAGS.labels == "frame" else model.input_shape[2])
+    if FLAGS.labels == "utterance" and requested is None:
+        raise app.UsageError("the model takes any number of frames: pass --num_frames")
+    try:
+        frames = speech.window_frames(FLAGS.labels, requested)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
     if model.input_shape[2] not in (None, frames):
         raise app.UsageError(f"the model takes {model.input_shape[2]}-frame windows, not "
                              f"{frames} (--labels={FLAGS.labels}, --num_frames)")

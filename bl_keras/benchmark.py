@@ -8,7 +8,7 @@ from tqdm.auto import tqdm
 from bl_keras import models, paper, profile, timing
 
 
-def paper_entry(name, alpha=None, beta=None, width=None):
+def paper_entry(name, alpha=None, beta=None, width=None, merge=None):
     """(label, builder name, builder kwargs) of one model of the paper."""
     kwargs = {}
     label = name
@@ -18,6 +18,9 @@ def paper_entry(name, alpha=None, beta=None, width=None):
     if alpha is not None:
         kwargs.update(alpha=alpha, beta=beta)
         label += f" (a={alpha}, b={beta})"
+    if merge == "concat":
+        kwargs["merge"] = merge
+        label += " cat"
     return label, name, kwargs
 
 
@@ -113,14 +116,13 @@ def complexity_table(rows):
 
 # Table 3's speech models (paper.SPEECH), the baseline first.
 SPEECH_MODELS = (
-    ("resnet22_speech", "resnet22_speech", {}),
-    ("bl_resnet22_speech (a=4, b=1)", "bl_resnet22_speech", dict(alpha=4, beta=1)),
-    ("bl_resnet22_speech (a=4, b=2)", "bl_resnet22_speech", dict(alpha=4, beta=2)),
-    ("bl_resnet22_speech (a=4, b=3)", "bl_resnet22_speech", dict(alpha=4, beta=3)),
-    ("bl_resnet22_speech (a=2, b=3)", "bl_resnet22_speech", dict(alpha=2, beta=3)),
-    ("bl_resnet22_speech (a=4, b=1) cat", "bl_resnet22_speech",
-     dict(alpha=4, beta=1, merge="concat")),
-    ("bl_pyr_resnet22_speech (a=4, b=1)", "bl_pyr_resnet22_speech", dict(alpha=4, beta=1)),
+    paper_entry("resnet22_speech"),
+    paper_entry("bl_resnet22_speech", 4, 1),
+    paper_entry("bl_resnet22_speech", 4, 2),
+    paper_entry("bl_resnet22_speech", 4, 3),
+    paper_entry("bl_resnet22_speech", 2, 3),
+    paper_entry("bl_resnet22_speech", 4, 1, merge="concat"),
+    paper_entry("bl_pyr_resnet22_speech", 4, 1),
 )
 SPEECH_INPUT = (64, 49, 3)  # Appendix B.1: 64 log-mel bins x 49 frames x 3 (with deltas)
 

@@ -389,11 +389,6 @@ def _speech_dataset(spec, split, image_size, batch_size, training, data_dir, on_
                         ("cache", cache), ("data_service", data_service)):
         if value:
             raise ValueError(f"{name} is not supported for speech data sets")
-    if num_frames is None:
-        num_frames = speech.CONTEXT if labels == "frame" else speech.UTTERANCE_FRAMES
-    if labels == "frame" and num_frames != speech.CONTEXT:
-        raise ValueError(f"frame labels use {speech.CONTEXT}-frame context windows, got "
-                         f"num_frames={num_frames!r}")
     path = spec.kind if spec.kind == "speech_commands" else f"speech:{spec.path}"
     return speech.get_speech_dataset(path, split, batch_size, training, labels=labels,
                                      num_frames=num_frames, on_error=on_error,

@@ -215,6 +215,19 @@ def fixed_window(features, num_frames, seed=None):
     return tf.ensure_shape(padded, [features.shape[0], num_frames, features.shape[2]])
 
 
+def window_frames(labels, num_frames=None):
+    """Frames per window: `CONTEXT` (49) for frame labels, `num_frames` (default
+    `UTTERANCE_FRAMES`, 98) for utterance labels. Raises for another length with frame labels."""
+    if labels not in LABEL_MODES:
+        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+    if labels == "frame":
+        if num_frames not in (None, CONTEXT):
+            raise ValueError(f"frame labels use {CONTEXT}-frame context windows, got "
+                             f"num_frames={num_frames!r}")
+        return CONTEXT
+    return UTTERANCE_FRAMES if num_frames is None else num_frames
+
+
 def parse_alignment(text):
     """Alignment file contents -> int32 frame labels."""
     tokens = tf.strings.split(tf.strings.strip(text))
@@ -315,7 +328,7 @@ def get_speech_dataset(
     batch_size,
     training,
     labels="utterance",
-    num_frames=UTTERANCE_FRAMES,
+    num_frames=None,
     on_error="skip",
     seed=None,
     input_context=None,
@@ -338,7 +351,8 @@ def get_speech_dataset(
         training: shuffle (files, and windows for frame labels) and random crops.
         labels: "utterance" (folder class; T = num_frames) or "frame" (alignment files;
             T = 49, one window per frame).
-        num_frames: utterance window length in frames (98 ~ 1 s).
+        num_frames: utterance window length in frames (default 98 ~ 1 s); frame labels take
+            only 49 (or None).
         on_error: "skip" (bad files counted by path in `dataset.bad_data`) or "raise".
         seed: reproducible shuffling and crops.
         input_context: `tf.distribute.InputContext`: shards files (or elements when there are
@@ -360,8 +374,7 @@ def get_speech_dataset(
         count is only known after decoding).
     """
     bad_data.check_on_error(on_error)
-    if labels not in LABEL_MODES:
-        raise ValueError(f"labels must be one of {LABEL_MODES}, got {labels!r}")
+    num_frames = window_frames(labels, num_frames)
     for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
         if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
             raise ValueError(f"{name} must be a positive integer, got {value!r}")

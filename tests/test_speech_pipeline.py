@@ -255,6 +255,9 @@ def test_argument_errors(tmp_path):
         speech.get_speech_dataset(str(tmp_path), "train", 2, False, labels="word")
     with pytest.raises(ValueError, match="on_error"):
         speech.get_speech_dataset(str(tmp_path), "train", 2, False, on_error="ignore")
+    with pytest.raises(ValueError, match="49-frame context windows, got num_frames=98"):
+        speech.get_speech_dataset(str(tmp_path), "train", 2, False, labels="frame",
+                                  num_frames=98)
     with pytest.raises(ValueError, match="no speech folder"):
         speech.get_speech_dataset(str(tmp_path), "test", 2, False)
 

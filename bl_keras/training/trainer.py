@@ -96,9 +96,7 @@ def input_shape(config):
         return (config.image_size, config.image_size, 3)
     from pipelines import speech
 
-    frames = config.num_frames or (speech.CONTEXT if config.labels == "frame"
-                                   else speech.UTTERANCE_FRAMES)
-    return (speech.NUM_MEL, frames, 3)
+    return (speech.NUM_MEL, speech.window_frames(config.labels, config.num_frames), 3)
 
 
 class NonFiniteLossError(FloatingPointError):

@@ -3,12 +3,14 @@ or raised at the first one.
 
 `guarded_map` runs a per-example function that may fail (a decode error) or report a problem
 (an out-of-range label). With `on_error="skip"` failures are dropped inside tf.data and every
-dropped example is remembered by name in a `BadDataReport`: each name is put in a hash table with
-a serial number as the example enters and taken out when it comes out whole, so after a full
-pass the table holds exactly the examples that were skipped. An endless (repeated) stream has no
-end of pass: there the map keeps its input order (`BadDataReport(streaming=True)`), so once an
-example has come out every earlier one has come out or been dropped, and the report counts the
-names entered before the last example that came out: exact, a few examples late.
+dropped example is remembered by name in a `BadDataReport`: each example is numbered by its
+position in the input and put in a hash table under (number, name) as it enters, and taken out
+when it comes out whole, so after a full pass the table holds exactly the examples that were
+skipped. An endless (repeated) stream has no end of pass: there the map keeps its input order
+(`BadDataReport(streaming=True)`), so once an example has come out every earlier one has come
+out or been dropped, and the report counts the names entered before the last example that came
+out: exact at any time, a few examples late. Every instance has its own key, so no table update
+depends on another (the pipeline's threads and a reader never race on an entry).
 With `on_error="raise"` the function runs eagerly inside `tf.py_function` so that the first
 failure raises an error naming the example (slower: a mode for checking a data set, not for
 training on it).
@@ -40,37 +42,42 @@ class BadDataReport:
         self.streaming = streaming
         self._table = tf.lookup.experimental.MutableHashTable(tf.string, tf.int64, -1)
         self._last_out = tf.Variable(-1, dtype=tf.int64, trainable=False)
+        self._skipped = set()  # streaming: names known skipped (their entries left the table)
         self._warned = set()
 
+    @staticmethod
+    def _key(name, serial):
+        # The number first: names may contain any character, numbers never contain ":".
+        return tf.reshape(tf.strings.join([tf.strings.as_string(serial), name], ":"), [1])
+
     def enter(self, name, serial):
-        """Records `name` as in flight, entered as number `serial` (its position in the input:
-        0, 1, ...); returns `serial` once recorded. A name already in the table (skipped in an
-        earlier pass of a repeated stream) keeps its first number, so it stays counted."""
+        """Records example `name` as in flight, entered as number `serial` (its position in the
+        input: 0, 1, ...); returns `serial` once recorded."""
         serial = tf.cast(serial, tf.int64)
-        key = tf.reshape(name, [1])
-        first = self._table.lookup(key)
-        value = tf.where(first >= 0, first, tf.reshape(serial, [1]))
-        with tf.control_dependencies([self._table.insert(key, value)]):
+        with tf.control_dependencies([self._table.insert(self._key(name, serial),
+                                                         tf.reshape(serial, [1]))]):
             return tf.identity(serial)
 
     def leave(self, name, serial):
-        """`name` (entered as `serial`) came out whole. A later instance of the same name (a
-        repeated stream) keeps its entry."""
-        key = tf.reshape(name, [1])
-        same = tf.equal(self._table.lookup(key)[0], serial)
-        removed = tf.cond(same, lambda: self._table.remove(key), lambda: tf.no_op())
-        with tf.control_dependencies([removed]):
+        """Example `name`, entered as `serial`, came out whole."""
+        with tf.control_dependencies([self._table.remove(self._key(name, serial))]):
             return self._last_out.assign(tf.maximum(self._last_out, serial))
 
     @property
     def names(self):
         """Sorted names of the examples skipped so far."""
+        if not self.streaming:
+            keys, _ = self._table.export()
+            return sorted({_name_of(k) for k in keys.numpy()})
+        # Read the last number out before the table: every example numbered below it has come
+        # out (and left the table) or been dropped by then, whatever the pipeline does next.
+        last_out = self._last_out.numpy()
         keys, serials = self._table.export()
-        if self.streaming:
-            keys = keys.numpy()[serials.numpy() < self._last_out.numpy()]
-        else:
-            keys = keys.numpy()
-        return sorted(k.decode("utf-8", "replace") for k in keys)
+        done = keys.numpy()[serials.numpy() < last_out]
+        if len(done):
+            self._skipped.update(_name_of(k) for k in done)
+            self._table.remove(tf.constant(done))  # known now: keeps the table small over passes
+        return sorted(self._skipped)
 
     @property
     def count(self):
@@ -84,6 +91,10 @@ class BadDataReport:
                 log.warning("skipped bad example %s", name)
                 self._warned.add(name)
         return len(names)
+
+
+def _name_of(key):
+    return key.split(b":", 1)[1].decode("utf-8", "replace")
 
 
 def check_on_error(on_error):

@@ -15,3 +15,7 @@ def test_pipeline_benchmark_runs():
     assert "| bl_keras pipelines |" in out and "| keras image_dataset_from_directory |" in out
     assert "repeat=True (the trainer's)" in out
     assert re.search(r"ratio: \d+\.\d\dx \(repeat=True: \d+\.\d\dx\)", out)
+    assert re.search(r"CPU ratio: \d+\.\d\dx \(repeat=True: \d+\.\d\dx\)", out)
+    stages = dict(re.findall(r"\| ([^|]+?) \| (\d+) \|\n", out))
+    assert set(stages) >= {"read the file", "+ decode the window (fused)",
+                           "decode the whole image instead"}

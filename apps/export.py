@@ -21,7 +21,6 @@ inputs (SavedModel and TFLite alike), calibrated and checked on `--dataset=speec
 import os
 
 import keras
-import numpy as np
 from absl import app, flags, logging
 
 import pipelines
@@ -44,17 +43,6 @@ flags.DEFINE_integer("calibration_images", 200, "int8 calibration images from th
 flags.DEFINE_integer("parity_images", 500, "Held-out images for the parity check (0: none).")
 flags.DEFINE_integer("batch_size", 32, "Batch size of the data and of the parity runs.")
 flags.mark_flags_as_required(["model_path", "output"])
-
-
-def take_images(dataset, count):
-    """The first `count` images of a batched (images, labels) dataset, as float32 numpy."""
-    parts, have = [], 0
-    for images, _ in dataset:
-        if have >= count:
-            break
-        parts.append(images.numpy()[: count - have])
-        have += len(parts[-1])
-    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
 
 
 def disk_size(path):
@@ -96,7 +84,7 @@ def main(argv):
         else:
             dataset = pipelines.get_dataset(FLAGS.dataset, split, height, FLAGS.batch_size,
                                             training=False, data_dir=FLAGS.data_dir)
-        return take_images(dataset, count)
+        return export.take_images(dataset, count)
 
     if FLAGS.format == "saved_model":
         export.export_saved_model(model, FLAGS.output, image_size=(height, width))

@@ -128,12 +128,13 @@ SPEECH_INPUT = (64, 49, 3)  # Appendix B.1: 64 log-mel bins x 49 frames x 3 (wit
 
 SPEECH_CONVENTION = (
     "Counting convention: Table 3's FLOPs are MACs (conv layers) of one 64x49 input window "
-    "(one output frame), including the 1x1 output layer to 32k classes (16.4M MACs): our "
-    "ResNet-22 gives 1.105G against the paper's 1.11G, and 1.089G without that layer. Table 3's "
-    "params (3.0-3.3M) are not reproducible (the 3x3 convs of the 512-wide stage alone hold "
-    "8.3M weights, the 32k output layer 16.4M); ours are printed for reference. Savings are "
-    "ResNet-22's MACs / the model's."
+    "(one output frame), including the 1x1 output layer to 32k classes ({out_macs:.1f}M MACs): "
+    "our {label} gives {macs:.3f}G against the paper's {paper:.2f}G, and {macs_no_output:.3f}G "
+    "without that layer. Table 3's params (3.0-3.3M) are not reproducible (the 3x3 convs of the "
+    "512-wide stage alone hold 8.3M weights, the 32k output layer {out_params:.1f}M); ours are "
+    "printed for reference. Savings are {label}'s MACs / the model's."
 )
+"""Formatted with the baseline's row (the first of `speech_complexity_rows`)."""
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +193,12 @@ def speech_complexity_table(rows):
         ]
         for r in rows
     ]
-    return textwrap.fill(SPEECH_CONVENTION, 100) + "\n\n" + format_table(headers, body)
+    base = rows[0]
+    convention = SPEECH_CONVENTION.format(
+        label=base.label, macs=base.macs / 1e9, macs_no_output=base.macs_no_output / 1e9,
+        out_macs=(base.macs - base.macs_no_output) / 1e6, paper=base.paper.gflops,
+        out_params=(base.params - base.params_no_output) / 1e6)
+    return textwrap.fill(convention, 100) + "\n\n" + format_table(headers, body)
 
 
 @dataclasses.dataclass(frozen=True)

@@ -49,8 +49,8 @@ def run(workdir, epochs=10, models=DEMO_MODELS, calibration_images=200, seed=0):
 
     name = models[-1]
     model = keras.models.load_model(os.path.join(workdir, name, "model.keras"))
-    calibration = np.concatenate([x.numpy() for x, _ in pipelines.get_dataset(
-        "digits", "train", 32, 50, training=False)])[:calibration_images]
+    calibration = export.take_images(pipelines.get_dataset(
+        "digits", "train", 32, 50, training=False), calibration_images)
     test = np.concatenate([x.numpy() for x, _ in pipelines.get_dataset(
         "digits", "test", 32, 100, training=False)])
     flatbuffer = export.to_tflite(model, quantize="int8", representative_images=calibration)

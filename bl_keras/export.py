@@ -229,12 +229,26 @@ def to_tflite(model, quantize="none", representative_images=None, image_size=Non
             raise
 
 
-def _interpreter(flatbuffer_or_path):
+def take_images(dataset, count):
+    """The first `count` images of a batched (images, labels) dataset, as float32 numpy."""
+    parts, have = [], 0
+    for images, _ in dataset:
+        if have >= count:
+            break
+        parts.append(images.numpy()[: count - have])
+        have += len(parts[-1])
+    return np.concatenate(parts) if parts else np.zeros((0,), np.float32)
+
+
+def interpreter(flatbuffer_or_path, num_threads=None):
+    """A LiteRT interpreter of a flatbuffer (bytes) or a .tflite path, on `num_threads` threads
+    (default: one per core; LiteRT's own default of one thread halves its speed on 2 cores)."""
     from ai_edge_litert.interpreter import Interpreter
 
+    threads = num_threads or os.cpu_count()
     if isinstance(flatbuffer_or_path, (bytes, bytearray)):
-        return Interpreter(model_content=bytes(flatbuffer_or_path), num_threads=os.cpu_count())
-    return Interpreter(model_path=str(flatbuffer_or_path), num_threads=os.cpu_count())
+        return Interpreter(model_content=bytes(flatbuffer_or_path), num_threads=threads)
+    return Interpreter(model_path=str(flatbuffer_or_path), num_threads=threads)
 
 
 def _quantize(x, detail):
@@ -267,28 +281,28 @@ def tflite_predict(flatbuffer_or_path, images, batch_size=1):
         float32 numpy outputs [N, ...]; a list of them, in the flatbuffer's output order, for
         a model with several outputs.
     """
-    interpreter = _interpreter(flatbuffer_or_path)
-    (inp,) = interpreter.get_input_details()
+    runner = interpreter(flatbuffer_or_path)
+    (inp,) = runner.get_input_details()
     images = np.asarray(images, np.float32)
     if images.ndim != 4 or tuple(images.shape[1:]) != tuple(inp["shape"][1:]):
         raise ValueError(f"images must be [N, {', '.join(map(str, inp['shape'][1:]))}] for "
                          f"this flatbuffer, got shape {images.shape}")
     if batch_size < 1:
         raise ValueError(f"batch_size must be >= 1, got {batch_size}")
-    interpreter.allocate_tensors()
-    outputs = interpreter.get_output_details()
+    runner.allocate_tensors()
+    outputs = runner.get_output_details()
     results = [[] for _ in outputs]
     current = inp["shape"][0]
     for start in range(0, len(images), batch_size):
         chunk = images[start:start + batch_size]
         if len(chunk) != current:
-            interpreter.resize_tensor_input(inp["index"], [len(chunk), *inp["shape"][1:]])
-            interpreter.allocate_tensors()
+            runner.resize_tensor_input(inp["index"], [len(chunk), *inp["shape"][1:]])
+            runner.allocate_tensors()
             current = len(chunk)
-        interpreter.set_tensor(inp["index"], _quantize(chunk, inp))
-        interpreter.invoke()
+        runner.set_tensor(inp["index"], _quantize(chunk, inp))
+        runner.invoke()
         for result, detail in zip(results, outputs):
-            result.append(_dequantize(interpreter.get_tensor(detail["index"]), detail))
+            result.append(_dequantize(runner.get_tensor(detail["index"]), detail))
     arrays = [np.concatenate(r) if r else np.zeros((0,), np.float32) for r in results]
     return arrays[0] if len(arrays) == 1 else arrays
 

@@ -6,12 +6,13 @@ be taken between timings of one `measure` call.
 """
 
 import dataclasses
-import os
 import time
 
 import numpy as np
 import tensorflow as tf
 from tqdm.auto import tqdm
+
+from bl_keras import export
 
 RUNTIMES = ("graph", "xla", "tflite")
 
@@ -34,22 +35,10 @@ def keras_runner(model, jit_compile):
     return lambda x: fn(x).numpy()
 
 
-def to_tflite(model):
-    """Float32 TFLite flatbuffer of `model` (see `bl_keras.export.to_tflite`: through a
-    SavedModel, which folds BatchNorm into the convolutions; builtin ops only)."""
-    from bl_keras import export
-
-    return export.to_tflite(model)
-
-
 def tflite_runner(flatbuffer, batch, num_threads=None):
-    """A function running a TFLite flatbuffer with LiteRT (XNNPACK) at a fixed batch size.
-
-    `num_threads` defaults to the machine's core count: LiteRT's own default is one thread,
-    which halves its speed on 2 cores and made bL-ResNet-50 look less than MAC-proportional."""
-    from ai_edge_litert.interpreter import Interpreter
-
-    interpreter = Interpreter(model_content=flatbuffer, num_threads=num_threads or os.cpu_count())
+    """A function running a TFLite flatbuffer with LiteRT (XNNPACK) at a fixed batch size, on
+    `num_threads` threads (default one per core: see `bl_keras.export.interpreter`)."""
+    interpreter = export.interpreter(flatbuffer, num_threads)
     detail = interpreter.get_input_details()[0]
     shape = list(detail["shape"])
     if shape[0] != batch:
@@ -65,13 +54,16 @@ def tflite_runner(flatbuffer, batch, num_threads=None):
     return run
 
 
-def make_runner(model, runtime, batch, num_threads=None):
+def make_runner(model, runtime, batch, num_threads=None, flatbuffer=None):
+    """A function running `model` on `runtime` at `batch`; for TFLite, `flatbuffer` is the
+    model's float32 conversion if already made (`bl_keras.export.to_tflite`)."""
     if runtime == "graph":
         return keras_runner(model, jit_compile=False)
     if runtime == "xla":
         return keras_runner(model, jit_compile=True)
     if runtime == "tflite":
-        return tflite_runner(to_tflite(model), batch, num_threads=num_threads)
+        flatbuffer = flatbuffer or export.to_tflite(model)
+        return tflite_runner(flatbuffer, batch, num_threads=num_threads)
     raise ValueError(f"runtime must be one of {RUNTIMES}, got {runtime!r}")
 
 
@@ -83,7 +75,7 @@ def measure(models, runtimes=RUNTIMES, batches=(16, 1), repeats=10, latency_repe
         models: mapping name -> Keras model with a static input size.
         runtimes: subset of `RUNTIMES`.
         batches: batch sizes to time.
-        repeats: timed runs per (model, runtime, batch), interleaved across models.
+        repeats: timed runs per (model, runtime, batch > 1), interleaved across models.
         latency_repeats: the same at batch 1, where runs are short and noise relatively large.
         warmup: untimed runs first (tracing, XLA compilation, allocation).
         num_threads: TFLite threads (None: one per core).
@@ -96,6 +88,7 @@ def measure(models, runtimes=RUNTIMES, batches=(16, 1), repeats=10, latency_repe
     count = {b: latency_repeats if b == 1 else repeats for b in batches}
     steps = len(runtimes) * len(models) * sum(count[b] + warmup for b in batches)
     bar = tqdm(total=steps, desc="timing", disable=not progress, leave=False)
+    flatbuffers = {}  # converted once per model, run at every batch size
     for runtime in runtimes:
         for batch in batches:
             runners = {}
@@ -105,7 +98,10 @@ def measure(models, runtimes=RUNTIMES, batches=(16, 1), repeats=10, latency_repe
                 if any(d is None for d in shape):
                     raise ValueError(f"model {name!r} needs a static input size, got {shape}")
                 inputs[name] = rng.uniform(0, 255, shape).astype("float32")
-                runners[name] = make_runner(model, runtime, batch, num_threads)
+                if runtime == "tflite" and name not in flatbuffers:
+                    flatbuffers[name] = export.to_tflite(model)
+                runners[name] = make_runner(model, runtime, batch, num_threads,
+                                            flatbuffers.get(name))
                 for _ in range(warmup):
                     runners[name](inputs[name])
                     bar.update()

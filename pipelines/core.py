@@ -13,6 +13,7 @@ SPEC_KINDS = ("digits", "cifar10", "cifar100", "imagenet", "folder", "tfrecord",
               "speech_commands")
 SPEECH_KINDS = ("speech", "speech_commands")
 _PATH_KINDS = ("folder", "tfrecord", "speech")
+IMAGE_SHUFFLE_BUFFER = 10_000
 SPLIT_ALIASES = {"val": ("val", "validation"), "validation": ("validation", "val")}
 
 
@@ -205,31 +206,31 @@ def _shard(dataset, input_context):
 
 
 def _examples(source, input_context, deterministic):
-    """(dataset of example tuples, how it was sharded). File lists are sharded by file when there
-    are at least as many files as input pipelines, the data otherwise."""
+    """The dataset of example tuples, sharded over input pipelines: TFRecord shards by file when
+    there are at least as many files as pipelines, everything else by example (image files are
+    examples; TFDS shards its own files)."""
     pipelines = input_context.num_input_pipelines if input_context else 1
-    sharding = "none" if pipelines == 1 else "data"
     if source.form == "arrays":
         dataset = tf.data.Dataset.from_tensor_slices((source.images, source.labels))
-        return _shard(dataset, input_context), sharding
+        return _shard(dataset, input_context)
     if source.form == "tfds":
         # TFDS shards its files per worker itself (ReadConfig(input_context=...)).
         dataset = source.dataset
         if source.encoded:
             dataset = dataset.enumerate().map(
                 lambda i, e: (tf.strings.join(["example#", tf.strings.as_string(i)]), *e))
-        return dataset, "files" if pipelines > 1 else "none"
+        return dataset
     if source.form == "files":
         dataset = tf.data.Dataset.from_tensor_slices((source.names, source.names,
                                                       np.asarray(source.labels, np.int32)))
-        return _shard(dataset, input_context), "files" if pipelines > 1 else "none"
+        return _shard(dataset, input_context)
     shards = source.shards
     if pipelines > 1 and len(shards) >= pipelines:
         shards = shards[input_context.input_pipeline_id::pipelines]
-        return files.named_records(shards, deterministic=deterministic), "files"
+        return files.named_records(shards, deterministic=deterministic)
     # Sharding by example needs every pipeline to see the records in the same order.
-    ordered = True if sharding == "data" else deterministic
-    return _shard(files.named_records(shards, deterministic=ordered), input_context), sharding
+    ordered = True if pipelines > 1 else deterministic
+    return _shard(files.named_records(shards, deterministic=ordered), input_context)
 
 
 def get_dataset(
@@ -248,7 +249,7 @@ def get_dataset(
     color_jitter=0.0,
     one_based_labels=False,
     num_classes=None,
-    shuffle_buffer=10_000,
+    shuffle_buffer=None,
     cache=False,
     input_context=None,
     drop_remainder=None,
@@ -286,8 +287,10 @@ def get_dataset(
         one_based_labels: TFRecord labels are 1..1000 (the usual ImageNet TFRecords).
         num_classes: overrides the number of classes where the data set does not fix it (labels
             outside [0, num_classes) are bad examples).
-        shuffle_buffer: examples in the shuffle buffer.
-        cache: cache decoded eval images / encoded training files in memory.
+        shuffle_buffer: examples in the shuffle buffer (default 10,000 images; speech: see
+            `pipelines.speech.get_speech_dataset`).
+        cache: cache the examples in memory before decoding (file paths for image folders,
+            serialized records or encoded images otherwise; arrays for CIFAR/digits).
         input_context: a `tf.distribute.InputContext` (from
             `strategy.distribute_datasets_from_function`): per-worker sharding and batch.
         drop_remainder: default True when training (static batch shapes), False otherwise.
@@ -314,8 +317,8 @@ def get_dataset(
             spec, split, image_size, batch_size, training, data_dir, on_error, labels=labels,
             num_frames=num_frames, seed=seed, deterministic=deterministic,
             num_classes=num_classes, input_context=input_context, drop_remainder=drop_remainder,
-            repeat=repeat, resolutions=resolutions, multi_resolution=multi_resolution,
-            cache=cache, data_service=data_service)
+            repeat=repeat, shuffle_buffer=shuffle_buffer, resolutions=resolutions,
+            multi_resolution=multi_resolution, cache=cache, data_service=data_service)
     if num_frames is not None or labels != "utterance":
         raise ValueError(f"num_frames and labels apply to speech data sets, not {spec.kind!r}")
     _check_size("image_size", image_size)
@@ -339,11 +342,12 @@ def get_dataset(
                          input_context=input_context)
     classes = num_classes or source.num_classes
     batch = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
-    dataset, _ = _examples(source, input_context, deterministic)
+    dataset = _examples(source, input_context, deterministic)
     if cache:
         dataset = dataset.cache()
     if training:
-        dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(shuffle_buffer or IMAGE_SHUFFLE_BUFFER, seed=seed,
+                                  reshuffle_each_iteration=True)
     if repeat:
         dataset = dataset.repeat()
     if training:

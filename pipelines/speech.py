@@ -55,10 +55,10 @@ TFDS: ``speech_commands`` (spec "speech_commands") is read from a copy prepared 
 import math
 import os
 
-import numpy as np
 import tensorflow as tf
 
 from pipelines import bad_data, files
+from pipelines.core import _check_size, _shard, _with_seeds
 
 SAMPLE_RATE = 16000
 FRAME_LENGTH = 400  # 25 ms
@@ -73,6 +73,7 @@ DELTA_WIDTH = 2
 CONTEXT = 49
 UTTERANCE_FRAMES = 98  # 1 s
 ALIGNMENT_SLACK = 2
+SHUFFLE_BUFFER = 1000  # windows or speech_commands utterances, ~32-38 kB each
 RESAMPLE_TAPS = 65  # odd
 AUDIO_EXTENSIONS = (".wav",)
 LABEL_MODES = ("utterance", "frame")
@@ -313,15 +314,6 @@ def _frame_fn(num_classes):
     return fn
 
 
-def _shard_files(items, input_context):
-    if input_context is None or input_context.num_input_pipelines == 1:
-        return items, False
-    n = input_context.num_input_pipelines
-    if len(items[0]) >= n:
-        return [list(x)[input_context.input_pipeline_id::n] for x in items], False
-    return items, True
-
-
 def get_speech_dataset(
     path,
     split,
@@ -335,7 +327,7 @@ def get_speech_dataset(
     *,
     data_dir=None,
     num_classes=None,
-    shuffle_buffer=1000,
+    shuffle_buffer=None,
     deterministic=False,
     drop_remainder=None,
     repeat=False,
@@ -355,13 +347,13 @@ def get_speech_dataset(
             only 49 (or None).
         on_error: "skip" (bad files counted by path in `dataset.bad_data`) or "raise".
         seed: reproducible shuffling and crops.
-        input_context: `tf.distribute.InputContext`: shards files (or elements when there are
-            fewer files than pipelines) and uses the per-replica batch.
+        input_context: `tf.distribute.InputContext`: each input pipeline reads every n-th
+            file (TFDS: its own files), and uses the per-replica batch.
         data_dir: where "speech_commands" is prepared (nothing is downloaded).
         num_classes: frame labels only: labels outside [0, num_classes) are bad (default:
             unchecked, and `dataset.num_classes` is None).
         shuffle_buffer: windows in the frame-label shuffle buffer (each ~38 kB), or
-            utterances of speech_commands (each ~32 kB).
+            utterances of speech_commands (each ~32 kB); default 1000.
         deterministic: keep element order.
         drop_remainder: default True when training.
         repeat: repeat the examples indefinitely (reshuffled every pass) before batching, for
@@ -376,9 +368,9 @@ def get_speech_dataset(
     bad_data.check_on_error(on_error)
     num_frames = window_frames(labels, num_frames)
     for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
-        if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < 1:
-            raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        _check_size(name, value)
     kind, root = parse_speech_spec(path)
+    shuffle_buffer = shuffle_buffer or SHUFFLE_BUFFER
     batch = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
     report = bad_data.BadDataReport(streaming=repeat)
 
@@ -399,8 +391,7 @@ def get_speech_dataset(
         dataset = dataset.repeat()
     if labels == "utterance":
         if training:
-            seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-            dataset = tf.data.Dataset.zip(dataset, seeds).map(lambda e, s: (*e, s))
+            dataset = _with_seeds(dataset, seed)
         fn = _utterance_fn(num_frames, training, to_waveform)
         dataset = bad_data.guarded_map(dataset, fn, on_error, report, deterministic=deterministic)
     else:
@@ -430,15 +421,11 @@ def _folder_examples(root, split, labels, training, seed, input_context):
         items = [paths, paths, class_labels]
     else:
         items = [paths, paths, [alignment_path(p) for p in paths]]
-    items, shard_data = _shard_files(items, input_context)
     dtypes = (tf.string, tf.string, tf.int32 if labels == "utterance" else tf.string)
-    dataset = tf.data.Dataset.from_tensor_slices(
-        tuple(tf.constant(list(x), d) for x, d in zip(items, dtypes)))
-    if shard_data:
-        dataset = dataset.shard(input_context.num_input_pipelines,
-                                input_context.input_pipeline_id)
+    dataset = _shard(tf.data.Dataset.from_tensor_slices(
+        tuple(tf.constant(x, d) for x, d in zip(items, dtypes))), input_context)
     if training:
-        dataset = dataset.shuffle(max(len(items[0]), 1), seed=seed, reshuffle_each_iteration=True)
+        dataset = dataset.shuffle(len(paths), seed=seed, reshuffle_each_iteration=True)
     return dataset, len(paths) if labels == "utterance" else None, class_names
 
 

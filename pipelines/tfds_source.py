@@ -31,9 +31,9 @@ def tfds_dataset(
     Args:
         name: TFDS name, e.g. "cifar10", "cifar100", "imagenet2012" (optionally "name:version").
         split: a split of the data set, optionally with TFDS slicing ("train[:10%]").
-            "val"/"validation" map to "validation" when the data set has one (imagenet2012)
-            and to "test" otherwise (cifar10/100 have no validation split, so there "val" is
-            the test set).
+            "val"/"validation" map to "validation" when the data set has one (imagenet2012);
+            without one (cifar10/100) "val" is refused (see `resolve_split`), never silently
+            the test set.
         data_dir: the TFDS data directory holding the prepared data set (required; nothing is
             downloaded or prepared here).
         decode_images: True -> images as decoded uint8 [H, W, 3]. False -> the encoded image

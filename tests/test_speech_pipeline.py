@@ -10,6 +10,7 @@ import tensorflow as tf
 from audio import RATE, chirp, tone, write
 from tfds_offline import no_download, prepare_tfds  # noqa: F401 (fixture)
 
+import pipelines
 from pipelines import bad_data, speech
 
 
@@ -328,3 +329,19 @@ def test_repeat_streams_past_bad_files_and_counts_them_exactly(tmp_path):
         for _ in range(40):  # prefetch refills the buffer meanwhile
             assert set(ds.bad_data.names) <= set(bad), step
     assert ds.bad_data.names == bad
+
+
+def test_get_dataset_passes_the_shuffle_buffer_to_speech(tmp_path):
+    """pipelines.get_dataset's shuffle_buffer reaches the speech windows: with a buffer of one
+    the frame windows of a file come out in order (labels counting up mod 5), with the default
+    buffer they are mixed."""
+    make_corpus(str(tmp_path), with_alignments=True)
+
+    def steps_of_one(**kwargs):
+        ds = pipelines.get_dataset(f"speech:{tmp_path}", "train", None, 32, training=True,
+                                   labels="frame", seed=0, **kwargs)
+        labels = next(iter(ds))[1].numpy()
+        return int(np.sum((np.diff(labels) % 5) == 1))
+
+    assert steps_of_one(shuffle_buffer=1) >= 29  # at most two file boundaries in 32 windows
+    assert steps_of_one() < 20

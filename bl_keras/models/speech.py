@@ -79,14 +79,14 @@ import keras
 import numpy as np
 from keras import layers, ops
 
+from bl_keras.layers.big_little import MERGE_MODES
 from bl_keras.layers.blocks import batch_norm, check_positive_int, conv_init
+from bl_keras.models.common import check_alpha_beta
 
 MEL_BINS = 64
 MIN_FRAMES = 49
-CONTEXT = MIN_FRAMES - 1
 STAGE_WIDTHS = (64, 128, 256, 512)
 BASELINE_BLOCKS = (3, 3, 3, 2)
-MERGES = ("add", "concat")
 
 
 @keras.saving.register_keras_serializable(package="bl_keras")
@@ -158,7 +158,7 @@ class FrequencyUpsample(layers.Layer):
         return {**super().get_config(), "factor": self.factor}
 
 
-def _conv(x, filters, kernel_size, name, strides=1, use_bias=False):
+def _conv(x, filters, kernel_size, name, strides=1):
     """Conv padded symmetrically in frequency only, valid in time, stride in frequency only."""
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if kh > 1 and kh % 2 == 1:
@@ -168,7 +168,7 @@ def _conv(x, filters, kernel_size, name, strides=1, use_bias=False):
         (kh, kw),
         strides=(strides, 1),
         padding="valid",
-        use_bias=use_bias,
+        use_bias=False,
         kernel_initializer=conv_init(),
         name=name,
     )(x)
@@ -200,11 +200,8 @@ def _residual_block(x, filters, convs, name, strides=1, last_relu=True):
         )
     shortcut = _crop_time(x, 2 * convs, f"{name}_crop")
     if strides != 1 or x.shape[-1] != filters:
-        shortcut = layers.Conv2D(
-            filters, 1, strides=(strides, 1), use_bias=False, kernel_initializer=conv_init(),
-            name=f"{name}_downsample_conv",
-        )(shortcut)
-        shortcut = batch_norm(f"{name}_downsample_bn")(shortcut)
+        shortcut = _conv_bn(shortcut, filters, 1, f"{name}_downsample", strides=strides,
+                            relu=False)
     y = layers.Add(name=f"{name}_add")([y, shortcut])
     return layers.ReLU(name=f"{name}_out")(y) if last_relu else y
 
@@ -348,10 +345,9 @@ def bl_resnet22_speech(
     """bL-ResNet-22 acoustic model (Table 12, Table 3 lines 2-6); same inputs and outputs as
     `resnet22_speech`. `branch_last_stage=None` branches the last stage unless
     (alpha, beta) == (2, 3), as the paper. See the module docstring."""
-    check_positive_int("alpha", alpha)
-    check_positive_int("beta", beta)
-    if merge not in MERGES:
-        raise ValueError(f"merge must be one of {MERGES}, got {merge!r}")
+    check_alpha_beta(alpha, beta)
+    if merge not in MERGE_MODES:
+        raise ValueError(f"merge must be one of {MERGE_MODES}, got {merge!r}")
     _check_args(input_shape, classes, pooling, width_multiplier, "bl_resnet22_speech")
     widths = [_scaled(w, width_multiplier) for w in STAGE_WIDTHS]
     if widths[0] // alpha < 1:
@@ -411,8 +407,7 @@ def bl_pyr_resnet22_speech(
     """bL-PYR-ResNet-22 acoustic model (Table 3 line 7, end of Appendix B.2): pyramid modules of
     4 and 3 branches in stages 1-2, a Big-Little module in stage 3, a plain stage 4; same inputs
     and outputs as `resnet22_speech`. See the module docstring for the reading."""
-    check_positive_int("alpha", alpha)
-    check_positive_int("beta", beta)
+    check_alpha_beta(alpha, beta)
     _check_args(input_shape, classes, pooling, width_multiplier, "bl_pyr_resnet22_speech")
     widths = [_scaled(w, width_multiplier) for w in STAGE_WIDTHS]
     pyramids = pyramid_branch_widths(alpha, width_multiplier)

@@ -17,9 +17,9 @@ import time
 import keras
 
 from bl_keras import models, profile
-from bl_keras.training import optim
+from bl_keras.training import distributed, optim
+from bl_keras.training.distributed import STRATEGIES, make_strategy
 
-STRATEGIES = ("default", "mirrored", "multi_worker", "tpu")
 PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
 
 
@@ -214,10 +214,11 @@ def eval_dataset(config):
 
 def check_usable(config):
     """Raises a ValueError when the training split yields not one batch (every example bad, or
-    fewer good ones than a batch): a repeated stream of it would never produce a step."""
+    fewer good ones than a batch): a repeated stream of it would never produce a step.
+    Returns the single-pass training dataset it checked (its `num_classes`, `num_examples`)."""
     single_pass = train_dataset(config, repeat=False)
     for _ in single_pass.take(1):
-        return
+        return single_pass
     report = single_pass.bad_data
     skipped = f"; {report.count} skipped as bad: {report.names[:5]}" if report.count else ""
     raise ValueError(f"the {config.train_split!r} split of {config.dataset!r} has fewer usable "
@@ -273,18 +274,6 @@ def compile_model(model, config, total_steps):
     return model
 
 
-def make_strategy(name):
-    import tensorflow as tf
-
-    if name == "default":
-        return tf.distribute.get_strategy()
-    if name == "mirrored":
-        return tf.distribute.MirroredStrategy()
-    from bl_keras.training import distributed
-
-    return distributed.make_strategy(name)
-
-
 def train(config):
     """Trains, evaluates and saves; returns the metrics written to `metrics.json`."""
     config.validate()
@@ -320,11 +309,8 @@ def train(config):
 def train_custom(config):
     """Multi-worker / TPU training with the custom distributed step; the chief evaluates and
     writes `model.keras` and `metrics.json` (other workers return an empty dict)."""
-    from bl_keras.training import distributed
-
-    strategy = distributed.make_strategy(config.strategy)
-    check_usable(config)
-    probe = train_dataset(config)
+    strategy = make_strategy(config.strategy)
+    probe = check_usable(config)
     classes = num_classes(config, probe)
     steps = steps_per_epoch(config, probe)
     built = {}

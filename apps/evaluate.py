@@ -13,9 +13,7 @@ import json
 import keras
 from absl import app, flags
 
-import pipelines
 from bl_keras import benchmark, evaluation, export
-from pipelines import speech
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "A .keras model.")
@@ -35,40 +33,18 @@ flags.DEFINE_string("output", None, "Also write the JSON report here.")
 flags.mark_flag_as_required("model_path")
 
 
-def speech_data(model):
-    """(dataset, (64, frames)) for a speech model: frame windows of 49 frames, or utterance
-    windows of --num_frames (default: the model's static input length)."""
-    requested = FLAGS.num_frames or (None if FLAGS.labels == "frame" else model.input_shape[2])
-    if FLAGS.labels == "utterance" and requested is None:
-        raise app.UsageError("the model takes any number of frames: pass --num_frames")
-    try:
-        frames = speech.window_frames(FLAGS.labels, requested)
-    except ValueError as error:
-        raise app.UsageError(str(error)) from error
-    if model.input_shape[2] not in (None, frames):
-        raise app.UsageError(f"the model takes {model.input_shape[2]}-frame windows, not "
-                             f"{frames} (--labels={FLAGS.labels}, --num_frames)")
-    dataset = pipelines.get_dataset(FLAGS.dataset, FLAGS.split, None, FLAGS.batch_size,
-                                    training=False, data_dir=FLAGS.data_dir,
-                                    num_classes=FLAGS.classes, labels=FLAGS.labels,
-                                    num_frames=frames)
-    return dataset, (model.input_shape[1], frames)
-
-
 def main(argv):
     del argv
     model = keras.models.load_model(FLAGS.model_path)
-    if export.takes_features(model):
-        dataset, size = speech_data(model)
-        unit = "frames" if FLAGS.labels == "frame" else "utterances"
-    else:
-        size = FLAGS.image_size or model.input_shape[1]
-        if size is None:
-            raise app.UsageError("the model takes any size: pass --image_size")
-        dataset = pipelines.get_dataset(FLAGS.dataset, FLAGS.split, size, FLAGS.batch_size,
-                                        training=False, data_dir=FLAGS.data_dir,
-                                        num_classes=FLAGS.classes)
-        unit = "images"
+    speech = export.takes_features(model)
+    try:
+        dataset, size = evaluation.model_dataset(
+            model, FLAGS.dataset, FLAGS.split, FLAGS.batch_size, data_dir=FLAGS.data_dir,
+            image_size=None if speech else FLAGS.image_size, labels=FLAGS.labels,
+            num_frames=FLAGS.num_frames, num_classes=FLAGS.classes)
+    except ValueError as error:
+        raise app.UsageError(str(error)) from error
+    unit = evaluation.accuracy_unit(speech, FLAGS.labels)
     report = evaluation.evaluate(model, dataset, size, FLAGS.latency_runtime, verbose=1)
     report.update(model_path=FLAGS.model_path, dataset=FLAGS.dataset, split=FLAGS.split,
                   accuracy_of=unit, input_size="x".join(map(str, evaluation.as_size(size))),

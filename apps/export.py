@@ -23,8 +23,7 @@ import os
 import keras
 from absl import app, flags, logging
 
-import pipelines
-from bl_keras import export
+from bl_keras import evaluation, export
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Keras model to export (.keras).")
@@ -77,13 +76,9 @@ def main(argv):
                              f"{height}x{width}")
 
     def images(split, count):
-        if speech:
-            dataset = pipelines.get_dataset(FLAGS.dataset, split, None, FLAGS.batch_size,
-                                            training=False, data_dir=FLAGS.data_dir,
-                                            num_frames=width)
-        else:
-            dataset = pipelines.get_dataset(FLAGS.dataset, split, height, FLAGS.batch_size,
-                                            training=False, data_dir=FLAGS.data_dir)
+        dataset, _ = evaluation.model_dataset(
+            model, FLAGS.dataset, split, FLAGS.batch_size, data_dir=FLAGS.data_dir,
+            image_size=None if speech else height, num_frames=width if speech else None)
         return export.take_images(dataset, count)
 
     if FLAGS.format == "saved_model":

@@ -3,7 +3,9 @@
 import keras
 import numpy as np
 
-from bl_keras import profile, timing
+import pipelines
+from bl_keras import export, profile, timing
+from pipelines.speech import window_frames
 
 
 def outputs_are_probabilities(model):
@@ -36,6 +38,50 @@ def accuracy_and_loss(model, dataset, verbose=0):
         raise ValueError("the evaluation data set is empty")
     return {"top1": correct1 / total, "top5": correct5 / total, "loss": loss_sum / total,
             "examples": total}
+
+
+def accuracy_unit(speech, labels="utterance"):
+    """What top-1 counts: "images", or for a speech model "utterances" or "frames"."""
+    if not speech:
+        return "images"
+    return "frames" if labels == "frame" else "utterances"
+
+
+def model_dataset(model, spec, split, batch_size, *, data_dir=None, image_size=None,
+                  labels="utterance", num_frames=None, num_classes=None):
+    """The evaluation pipeline (`pipelines.get_dataset`, not training) of inputs that fit
+    `model`, and their (height, width).
+
+    Image models: square images of `image_size` (default: the model's static size). Speech
+    models (`export.takes_features`): 49-frame windows for `labels="frame"`, or utterance
+    windows of `num_frames` (default: the model's static length). Raises a ValueError naming
+    the argument when the size is not given and the model does not fix it, or does not fit it.
+    """
+    common = dict(training=False, data_dir=data_dir, num_classes=num_classes)
+    if export.takes_features(model):
+        if image_size is not None:
+            raise ValueError(f"image_size={image_size!r} is for image models; this speech model "
+                             f"takes 64 mel bins x num_frames")
+        model_frames = model.input_shape[2]
+        requested = num_frames or (None if labels == "frame" else model_frames)
+        if labels == "utterance" and requested is None:
+            raise ValueError("the model takes any number of frames: give num_frames")
+        frames = window_frames(labels, requested)
+        if model_frames not in (None, frames):
+            raise ValueError(f"the model takes {model_frames}-frame windows, not {frames} "
+                             f"(labels={labels!r}, num_frames={num_frames!r})")
+        dataset = pipelines.get_dataset(spec, split, None, batch_size, labels=labels,
+                                        num_frames=frames, **common)
+        return dataset, (model.input_shape[1], frames)
+    if num_frames is not None:
+        raise ValueError(f"num_frames={num_frames!r} is for speech models; give image_size")
+    size = image_size or model.input_shape[1]
+    if size is None:
+        raise ValueError("the model takes any size: give image_size")
+    if model.input_shape[1:3] not in ((None, None), (size, size)):
+        raise ValueError(f"the data pipelines make square images of {size}; the model takes "
+                         f"{model.input_shape[1]}x{model.input_shape[2]}")
+    return pipelines.get_dataset(spec, split, size, batch_size, **common), (size, size)
 
 
 def as_size(image_size):

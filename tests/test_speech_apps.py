@@ -131,3 +131,38 @@ def test_model_and_data_kinds_must_agree(corpus, tmp_path):
                               num_frames=98)
     with pytest.raises(ValueError, match="apply to speech"):
         pipelines.get_dataset("digits", "train", 16, 8, False, num_frames=49)
+
+
+def test_model_dataset_fits_the_model(corpus):
+    """evaluation.model_dataset (used by apps.evaluate and apps.export) makes the inputs a
+    model takes, or refuses by name what cannot fit it."""
+    from bl_keras import evaluation, models
+
+    fixed = models.resnet22_speech(classes=3, width_multiplier=0.125, input_shape=(64, 49, 3))
+    ds, size = evaluation.model_dataset(fixed, f"speech:{corpus}", "test", 8)
+    assert size == (64, 49) and next(iter(ds))[0].shape == (8, 64, 49, 3)
+    ds, size = evaluation.model_dataset(fixed, f"speech:{corpus}", "test", 8, labels="frame")
+    assert size == (64, 49) and ds.num_examples is None  # one window per frame
+    with pytest.raises(ValueError, match="takes 49-frame windows, not 98"):
+        evaluation.model_dataset(fixed, f"speech:{corpus}", "test", 8, num_frames=98)
+    with pytest.raises(ValueError, match="image_size=32 is for image models"):
+        evaluation.model_dataset(fixed, f"speech:{corpus}", "test", 8, image_size=32)
+    free = models.resnet22_speech(classes=3, width_multiplier=0.125)
+    with pytest.raises(ValueError, match="any number of frames: give num_frames"):
+        evaluation.model_dataset(free, f"speech:{corpus}", "test", 8)
+    assert evaluation.model_dataset(free, f"speech:{corpus}", "test", 8, num_frames=60)[1] == (
+        64, 60)
+
+    image_model = models.resnet20_cifar(classes=10, input_shape=(None, None, 3))
+    with pytest.raises(ValueError, match="any size: give image_size"):
+        evaluation.model_dataset(image_model, "digits", "test", 8)
+    ds, size = evaluation.model_dataset(image_model, "digits", "test", 8, image_size=32)
+    assert size == (32, 32) and next(iter(ds))[0].shape == (8, 32, 32, 3)
+    with pytest.raises(ValueError, match="num_frames=49 is for speech models"):
+        evaluation.model_dataset(image_model, "digits", "test", 8, num_frames=49)
+    small = models.resnet20_cifar(classes=10)  # 32x32
+    assert evaluation.model_dataset(small, "digits", "test", 8)[1] == (32, 32)
+    with pytest.raises(ValueError, match="square images of 40; the model takes 32x32"):
+        evaluation.model_dataset(small, "digits", "test", 8, image_size=40)
+    assert evaluation.accuracy_unit(False) == "images"
+    assert evaluation.accuracy_unit(True, "frame") == "frames"

@@ -341,13 +341,6 @@ def train_custom(config):
     return finish(built["model"], config, eval_dataset(config), reports, rate)
 
 
-def accuracy_unit(config):
-    """What top-1 counts: images, utterances or frames."""
-    if not is_speech(config):
-        return "images"
-    return "frames" if config.labels == "frame" else "utterances"
-
-
 def finish(model, config, eval_ds, reports, images_per_second):
     """Evaluates, saves `model.keras` and writes `metrics.json`."""
     from bl_keras import evaluation
@@ -362,7 +355,7 @@ def finish(model, config, eval_ds, reports, images_per_second):
         "top1": float(results["top1"]),
         "top5": float(results["top5"]),
         "loss": float(results["loss"]),
-        "accuracy_of": accuracy_unit(config),
+        "accuracy_of": evaluation.accuracy_unit(is_speech(config), config.labels),
         "input_shape": list(input_shape(config)),
         "macs": profile.count_macs(model, input_shape(config)),
         "params": profile.count_params(model),

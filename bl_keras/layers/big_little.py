@@ -144,8 +144,10 @@ class BigLittleModule(layers.Layer):
                 )
             self.branch_blocks.append(branch)
             if merge == "add" and width_out != filters:
-                self.expand_convs.append(conv(filters, 1, f"{prefix}_e_conv"))
-                self.expand_bns.append(batch_norm(f"{prefix}_e_bn"))
+                self.expand_convs.append(
+                    conv(filters, 1, f"{prefix}_e_conv", dtype=self.dtype_policy)
+                )
+                self.expand_bns.append(batch_norm(f"{prefix}_e_bn", dtype=self.dtype_policy))
             else:
                 self.expand_convs.append(None)
                 self.expand_bns.append(None)
@@ -158,9 +160,10 @@ class BigLittleModule(layers.Layer):
         return f"branch{k}"
 
     def _block(self, filters, reduction, strides, last_relu, name):
+        # Sublayers follow this module's dtype policy (a per-layer "mixed_float16" too).
         if self.block_type == "basic":
             return ResidualBlock(filters, "basic", strides=strides, se_ratio=self.se_ratio,
-                                 last_relu=last_relu, name=name)
+                                 last_relu=last_relu, name=name, dtype=self.dtype_policy)
         groups = self.groups // reduction if self.groups > 1 else 1
         if self.groups > 1 and (groups < 1 or self.groups % reduction):
             raise ValueError(
@@ -176,6 +179,7 @@ class BigLittleModule(layers.Layer):
             se_ratio=self.se_ratio,
             last_relu=last_relu,
             name=name,
+            dtype=self.dtype_policy,
         )
 
     def build(self, input_shape):

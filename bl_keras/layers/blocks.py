@@ -25,18 +25,22 @@ def conv_init():
     )
 
 
-def batch_norm(name, zero_gamma=False):
+def batch_norm(name, zero_gamma=False, dtype=None):
     return layers.BatchNormalization(
         momentum=BN_MOMENTUM,
         epsilon=BN_EPSILON,
         gamma_initializer="zeros" if zero_gamma else "ones",
         name=name,
+        dtype=dtype,
     )
 
 
-def conv(filters, kernel_size, name, strides=1, groups=1):
+def conv(filters, kernel_size, name, strides=1, groups=1, dtype=None):
     """Conv without bias. Stride-1 convs pad "same" (symmetric for odd kernels); strided ones
-    must be preceded by `pad(kernel_size // 2)` and use "valid", as PyTorch pads both sides."""
+    must be preceded by `pad(kernel_size // 2)` and use "valid", as PyTorch pads both sides.
+
+    `dtype` (here and in `batch_norm`, `pad`): the dtype policy; composite layers pass their own
+    `self.dtype_policy` so a per-layer policy such as "mixed_float16" reaches their sublayers."""
     return layers.Conv2D(
         filters,
         kernel_size,
@@ -46,11 +50,12 @@ def conv(filters, kernel_size, name, strides=1, groups=1):
         use_bias=False,
         kernel_initializer=conv_init(),
         name=name,
+        dtype=dtype,
     )
 
 
-def pad(amount, name):
-    return layers.ZeroPadding2D(amount, name=name)
+def pad(amount, name, dtype=None):
+    return layers.ZeroPadding2D(amount, name=name, dtype=dtype)
 
 
 def check_positive_int(name, value):
@@ -85,14 +90,17 @@ class SqueezeExcite(layers.Layer):
             raise ValueError(
                 f"SqueezeExcite ratio {self.ratio} leaves no channels of {channels}"
             )
-        self.fc1 = layers.Dense(channels // self.ratio, activation="relu", name="fc1")
-        self.fc2 = layers.Dense(channels, activation="sigmoid", name="fc2")
+        policy = self.dtype_policy
+        self.fc1 = layers.Dense(
+            channels // self.ratio, activation="relu", name="fc1", dtype=policy
+        )
+        self.fc2 = layers.Dense(channels, activation="sigmoid", name="fc2", dtype=policy)
         self.fc1.build((input_shape[0], channels))
         self.fc2.build((input_shape[0], channels // self.ratio))
 
     def call(self, x):
         scale = self.fc2(self.fc1(ops.mean(x, axis=(1, 2))))
-        return x * scale[:, None, None, :]
+        return x * ops.cast(scale, x.dtype)[:, None, None, :]
 
     def compute_output_shape(self, input_shape):
         return input_shape
@@ -169,27 +177,33 @@ class ResidualBlock(layers.Layer):
         self.se_ratio = se_ratio
         self.last_relu = last_relu
 
+        # Every sublayer follows this block's dtype policy (a per-layer "mixed_float16" too).
+        policy = self.dtype_policy
         if block_type == "bottleneck":
             self.convs = [
-                conv(self.width, 1, "conv1"),
-                conv(self.width, 3, "conv2", strides=strides, groups=groups),
-                conv(filters, 1, "conv3"),
+                conv(self.width, 1, "conv1", dtype=policy),
+                conv(self.width, 3, "conv2", strides=strides, groups=groups, dtype=policy),
+                conv(filters, 1, "conv3", dtype=policy),
             ]
             strided_conv = 1
         else:
-            self.convs = [conv(filters, 3, "conv1", strides=strides), conv(filters, 3, "conv2")]
+            self.convs = [
+                conv(filters, 3, "conv1", strides=strides, dtype=policy),
+                conv(filters, 3, "conv2", dtype=policy),
+            ]
             strided_conv = 0
         self.bns = [
-            batch_norm(f"bn{i + 1}", zero_gamma=i == len(self.convs) - 1)
+            batch_norm(f"bn{i + 1}", zero_gamma=i == len(self.convs) - 1, dtype=policy)
             for i in range(len(self.convs))
         ]
         self.strided_conv = strided_conv
-        self.conv_pad = pad(1, "conv_pad") if strides == 2 else None
-        self.se = SqueezeExcite(se_ratio, name="se") if se_ratio else None
+        self.conv_pad = pad(1, "conv_pad", dtype=policy) if strides == 2 else None
+        self.se = SqueezeExcite(se_ratio, name="se", dtype=policy) if se_ratio else None
         self.downsample_pool = None
         if strides == 2:
             self.downsample_pool = keras.Sequential(
-                [pad(1, "pad"), layers.AveragePooling2D(3, strides=2)], name="downsample_pool"
+                [pad(1, "pad", dtype=policy), layers.AveragePooling2D(3, strides=2, dtype=policy)],
+                name="downsample_pool",
             )
         self.downsample_conv = None
         self.downsample_bn = None
@@ -199,8 +213,8 @@ class ResidualBlock(layers.Layer):
         if in_channels is None:
             raise ValueError("ResidualBlock needs a known channel count")
         if in_channels != self.filters:
-            self.downsample_conv = conv(self.filters, 1, "downsample_conv")
-            self.downsample_bn = batch_norm("downsample_bn")
+            self.downsample_conv = conv(self.filters, 1, "downsample_conv", dtype=self.dtype_policy)
+            self.downsample_bn = batch_norm("downsample_bn", dtype=self.dtype_policy)
         shape = tuple(input_shape)
         for i, (c, bn) in enumerate(zip(self.convs, self.bns)):
             if i == self.strided_conv and self.conv_pad is not None:
@@ -234,7 +248,7 @@ class ResidualBlock(layers.Layer):
             shortcut = self.downsample_pool(shortcut)
         if self.downsample_conv is not None:
             shortcut = self.downsample_bn(self.downsample_conv(shortcut), training=training)
-        y = y + shortcut
+        y = y + ops.cast(shortcut, y.dtype)
         return ops.relu(y) if self.last_relu else y
 
     def compute_output_shape(self, input_shape):

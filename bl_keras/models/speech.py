@@ -163,6 +163,13 @@ def _conv(x, filters, kernel_size, name, strides=1):
     kh, kw = (kernel_size, kernel_size) if isinstance(kernel_size, int) else kernel_size
     if kh > 1 and kh % 2 == 1:
         x = layers.ZeroPadding2D(((kh // 2, kh // 2), (0, 0)), name=f"{name}_pad")(x)
+    if (kh, kw) == (1, 1) and strides != 1:
+        # A strided 1x1 conv is subsampling then a 1x1 conv (the same numbers and MACs). On
+        # CPUs with AVX512-BF16, oneDNN's backward pass of a 1x1 conv with strides (2, 1) and
+        # fewer than 16 channels corrupts the heap (TF 2.21: "free(): invalid next size",
+        # reproduced with a lone Conv2D), so the stride is a 1x1 pooling step instead.
+        x = layers.MaxPooling2D(1, strides=(strides, 1), name=f"{name}_subsample")(x)
+        strides = 1
     return layers.Conv2D(
         filters,
         (kh, kw),

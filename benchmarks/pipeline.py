@@ -7,10 +7,18 @@ Ours decodes only the crop window (`tf.image.decode_and_crop_jpeg`); the Keras l
 (and resizes) whole images and is cropped afterwards. Besides images/s (wall clock, which other
 load on the machine moves) it reports CPU time per image (all threads of this process), whose
 ratio is steadier, and where our recipe spends its CPU time, stage by stage.
+
+It first times the start-up of each pipeline: seconds from the call that builds it to its first
+batch, in a fresh process (`--startup_rounds` processes each, after `import tensorflow, keras`
+and one warm-up op, so that neither pays for the other's TensorFlow start-up) and warm (in this
+process, after one untimed call of each); medians.
 """
 
 import gc
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
 import time
 
@@ -30,6 +38,11 @@ flags.DEFINE_integer("image_size", 224, "Training crop size.")
 flags.DEFINE_integer("batch_size", 64, "Batch size.")
 flags.DEFINE_integer("batches", 30, "Timed batches per pipeline (after 3 warm-up batches).")
 flags.DEFINE_integer("rounds", 3, "Timing rounds per pipeline (best one kept).")
+flags.DEFINE_integer("startup_rounds", 3, "Call-to-first-batch timings of each pipeline, in "
+                     "fresh processes and warm (medians shown).")
+flags.DEFINE_string("first_batch_of", None, "Internal (the fresh-process timing): print the "
+                    "seconds from the call to the first batch of this pipeline in --root, exit.")
+flags.DEFINE_string("root", None, "Internal: the image folder of --first_batch_of.")
 
 
 def write_jpegs(root, count, width, height, classes=4, seed=0):
@@ -76,6 +89,60 @@ def keras_loader(root, image_size, batch_size, width, height):
     ds = tf.data.Dataset.zip(ds, seeds).map(lambda e, s: crop_flip(*e, s),
                                            num_parallel_calls=tf.data.AUTOTUNE)
     return ds.batch(batch_size, drop_remainder=True).prefetch(tf.data.AUTOTUNE).repeat()
+
+
+def pipelines_of(root):
+    """{name: function building the pipeline} of everything timed, for images in `root`."""
+    return {
+        "bl_keras pipelines": lambda: ours(root, FLAGS.image_size, FLAGS.batch_size),
+        "bl_keras pipelines, repeat=True (the trainer's)": lambda: ours_streaming(
+            root, FLAGS.image_size, FLAGS.batch_size),
+        "keras image_dataset_from_directory": lambda: keras_loader(
+            root, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.height),
+    }
+
+
+STARTUP_TIMED = ("bl_keras pipelines", "keras image_dataset_from_directory")
+
+
+def first_batch_seconds(make):
+    """Seconds from the call that builds a pipeline to its first batch."""
+    start = time.perf_counter()
+    next(iter(make()))
+    return time.perf_counter() - start
+
+
+def fresh_first_batch_seconds(name, root):
+    """`first_batch_seconds` of pipeline `name` in a new Python process (this script with
+    --first_batch_of)."""
+    repo = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+    env = dict(os.environ, PYTHONPATH=os.pathsep.join(
+        p for p in (repo, os.environ.get("PYTHONPATH")) if p))
+    args = [f"--{k}={getattr(FLAGS, k)}" for k in ("width", "height", "image_size", "batch_size")]
+    out = subprocess.run(
+        [sys.executable, os.path.abspath(__file__), f"--first_batch_of={name}",
+         f"--root={root}", *args], capture_output=True, text=True, check=True, env=env).stdout
+    return float(out.split("first_batch_seconds=")[1].split()[0])
+
+
+def startup_seconds(root, rounds):
+    """{name: (median fresh-process seconds, median warm seconds)} to the first batch of each of
+    `STARTUP_TIMED`, the pipelines alternating."""
+    makers = pipelines_of(root)
+    fresh = {name: [] for name in STARTUP_TIMED}
+    warm = {name: [] for name in STARTUP_TIMED}
+    for _ in range(rounds):
+        for name in STARTUP_TIMED:
+            fresh[name].append(fresh_first_batch_seconds(name, root))
+    for name in STARTUP_TIMED:  # untimed: this process's one-time TensorFlow start-up
+        first_batch_seconds(makers[name])
+        gc.collect()
+    for _ in range(rounds):
+        for name in STARTUP_TIMED:
+            warm[name].append(first_batch_seconds(makers[name]))
+            gc.collect()
+    return {name: (statistics.median(fresh[name]), statistics.median(warm[name]))
+            for name in STARTUP_TIMED}
 
 
 def images_per_second(iterator, batches, batch_size):
@@ -130,18 +197,20 @@ def stage_costs(root, batches, batch_size, rounds):
 
 def main(argv):
     del argv
+    if FLAGS.first_batch_of:
+        import keras  # noqa: F401  (imported before the clock starts, whichever is timed)
+
+        tf.constant(1.0) + 1.0  # one warm-up op
+        make = pipelines_of(FLAGS.root)[FLAGS.first_batch_of]
+        print(f"first_batch_seconds={first_batch_seconds(make):.4f}")
+        return
     cores = os.cpu_count()
     with tempfile.TemporaryDirectory() as root:
         write_jpegs(root, FLAGS.num_images, FLAGS.width, FLAGS.height)
+        startup = startup_seconds(root, FLAGS.startup_rounds)
         # One pipeline at a time, a fresh iterator per round: an idle iterator would keep
         # prefetching in the background while another is timed and inflate its next round.
-        makers = {
-            "bl_keras pipelines": lambda: ours(root, FLAGS.image_size, FLAGS.batch_size),
-            "bl_keras pipelines, repeat=True (the trainer's)": lambda: ours_streaming(
-                root, FLAGS.image_size, FLAGS.batch_size),
-            "keras image_dataset_from_directory": lambda: keras_loader(
-                root, FLAGS.image_size, FLAGS.batch_size, FLAGS.width, FLAGS.height),
-        }
+        makers = pipelines_of(root)
         rates = {name: [] for name in makers}
         cpu = {name: [] for name in makers}
         for _ in range(FLAGS.rounds):
@@ -157,8 +226,15 @@ def main(argv):
     least = {name: min(c) for name, c in cpu.items()}
     ours_rate, streaming_rate, keras_rate = best.values()
     ours_cpu, streaming_cpu, keras_cpu = least.values()
-    print(f"ImageNet training pipeline, {FLAGS.width}x{FLAGS.height} JPEGs -> "
-          f"{FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, {cores} cores\n")
+    print(f"ImageNet training pipeline, {FLAGS.num_images} {FLAGS.width}x{FLAGS.height} JPEGs "
+          f"-> {FLAGS.image_size}x{FLAGS.image_size}, batch {FLAGS.batch_size}, {cores} cores\n")
+    print(f"| call to first batch, s (median of {FLAGS.startup_rounds}) | fresh process | warm |")
+    print("|---|---|---|")
+    for name, (fresh, warm) in startup.items():
+        print(f"| {name} | {fresh:.2f} | {warm:.2f} |")
+    (ours_fresh, ours_warm), (keras_fresh, keras_warm) = startup.values()
+    print(f"\nstart-up time, ours / Keras': {ours_fresh / keras_fresh:.2f}x fresh, "
+          f"{ours_warm / keras_warm:.2f}x warm\n")
     print("| pipeline | images/s | images/s per core | CPU us per image |")
     print("|---|---|---|---|")
     for name, rate in best.items():

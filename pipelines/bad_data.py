@@ -5,12 +5,15 @@ or raised at the first one.
 (an out-of-range label). With `on_error="skip"` failures are dropped inside tf.data and every
 dropped example is remembered by name in a `BadDataReport`: each example is numbered by its
 position in the input and put in a hash table under (number, name) as it enters, and taken out
-when it comes out whole, so after a full pass the table holds exactly the examples that were
-skipped. An endless (repeated) stream has no end of pass: there the map keeps its input order
-(`BadDataReport(streaming=True)`), so once an example has come out every earlier one has come
-out or been dropped, and the report counts the names entered before the last example that came
-out: exact at any time, a few examples late. Every instance has its own key, so no table update
-depends on another (the pipeline's threads and a reader never race on an entry).
+by the same map function once every output is computed and its problem is empty (a problem fails
+the example like an op error, and `ignore_errors` drops both), so after a full pass the table
+holds exactly the examples that were skipped. An endless (repeated) stream has no end of pass:
+there the map keeps its input order (`BadDataReport(streaming=True)`) and a step after it records
+the number of each example that comes out, so once an example has come out every earlier one
+has come out (and left the table) or been dropped, and the report counts the names entered
+before the last example that came out: exact at any time, a few examples late. Every instance
+has its own key, so no table update depends on another (the pipeline's threads and a reader
+never race on an entry).
 With `on_error="raise"` the function runs eagerly inside `tf.py_function` so that the first
 failure raises an error naming the example (slower: a mode for checking a data set, not for
 training on it).
@@ -23,6 +26,15 @@ import tensorflow as tf
 ON_ERROR = ("skip", "raise")
 
 log = logging.getLogger("pipelines")
+
+
+graph_only = tf.autograph.experimental.do_not_convert
+"""Marks a map function as plain graph code: tf.data traces it as written instead of first
+rewriting it with AutoGraph, whose source-to-source conversion of the whole call tree (the
+decode-and-crop recipe: ~40 functions) took about 2 s of the first `get_dataset` call in a
+process (2.6-3.1 s from the call to the first batch before, about 1 s now).
+Functions under it use `tf.cond` for tensor-dependent branches; a Python `if` on a tensor would
+raise at trace time instead of being converted."""
 
 
 class BadExampleError(ValueError):
@@ -52,16 +64,20 @@ class BadDataReport:
 
     def enter(self, name, serial):
         """Records example `name` as in flight, entered as number `serial` (its position in the
-        input: 0, 1, ...); returns `serial` once recorded."""
+        input: 0, 1, ...); returns its entry `(key, serial)` once recorded."""
         serial = tf.cast(serial, tf.int64)
-        with tf.control_dependencies([self._table.insert(self._key(name, serial),
-                                                         tf.reshape(serial, [1]))]):
-            return tf.identity(serial)
+        key = self._key(name, serial)
+        with tf.control_dependencies([self._table.insert(key, tf.reshape(serial, [1]))]):
+            return tf.identity(key), tf.identity(serial)
 
-    def leave(self, name, serial):
-        """Example `name`, entered as `serial`, came out whole."""
-        with tf.control_dependencies([self._table.remove(self._key(name, serial))]):
-            return self._last_out.assign(tf.maximum(self._last_out, serial))
+    def leave(self, entry):
+        """The example of `entry` (from `enter`) is whole: takes it out of the table."""
+        return self._table.remove(entry[0])
+
+    def came_out(self, serial):
+        """Streaming: the example numbered `serial` came out of the ordered map, so every
+        earlier one has come out or been dropped."""
+        return self._last_out.assign(tf.maximum(self._last_out, serial))
 
     @property
     def names(self):
@@ -111,6 +127,11 @@ def guarded_map(dataset, fn, on_error, report=None, num_parallel_calls=tf.data.A
     inside `fn` (an undecodable image) also marks the example bad. With a streaming `report`
     the map keeps its input order (`deterministic` is then True).
 
+    One map function per example does the bookkeeping (enter, run `fn`, fail on a problem,
+    leave), followed by `ignore_errors`: no filter or second map per example (they cost about
+    as much CPU per example as the bookkeeping itself); a streaming report adds one ordered step
+    that records the number of each example that came out.
+
     Returns the dataset of `outputs`.
     """
     check_on_error(on_error)
@@ -120,36 +141,42 @@ def guarded_map(dataset, fn, on_error, report=None, num_parallel_calls=tf.data.A
     if report is None:
         raise ValueError("on_error='skip' needs a BadDataReport to count skipped examples")
 
+    @graph_only
     def run(position, element):
         name, *inputs = element
-        serial = report.enter(name, position)
+        entry = report.enter(name, position)
         # Everything `fn` does depends on the insertion, so an example that fails is recorded.
-        with tf.control_dependencies([serial]):
+        with tf.control_dependencies(entry):
             inputs = [tf.identity(i) for i in inputs]
         outputs, problem = fn(*inputs)
-        return (name, serial), outputs, problem
+        # A problem fails the example as an op error does; only an example whose outputs were
+        # all computed leaves the table (a failed op stops everything that depends on it).
+        checked = tf.debugging.Assert(tf.equal(problem, ""), [problem])
+        with tf.control_dependencies([checked, *tf.nest.flatten(outputs)]):
+            left = report.leave(entry)
+        with tf.control_dependencies([left]):
+            outputs = tf.nest.map_structure(tf.identity, outputs)
+        return (outputs, entry[1]) if report.streaming else outputs
 
-    def good(entry, outputs, problem):
-        return tf.equal(problem, "")
-
-    def leave(entry, outputs, problem):
-        with tf.control_dependencies([report.leave(*entry)]):
+    @graph_only
+    def came_out(outputs, serial):
+        with tf.control_dependencies([report.came_out(serial)]):
             return tf.nest.map_structure(tf.identity, outputs)
 
     if report.streaming:
         deterministic = True
-    return (
+    dataset = (
         dataset.enumerate()
         .map(run, num_parallel_calls=num_parallel_calls, deterministic=deterministic)
         .ignore_errors()
-        .filter(good)
-        .map(leave)
     )
+    return dataset.map(came_out) if report.streaming else dataset
 
 
 def _raising(fn, input_specs):
     """`fn` run eagerly under `tf.py_function`, raising `BadExampleError` naming the example."""
-    structure, _ = tf.function(fn).get_concrete_function(*input_specs).structured_outputs
+    traced = tf.function(fn, autograph=False).get_concrete_function(*input_specs)
+    structure, _ = traced.structured_outputs
     out_specs = [tf.TensorSpec.from_tensor(o) for o in tf.nest.flatten(structure)]
 
     def eager(name, *inputs):
@@ -162,6 +189,7 @@ def _raising(fn, input_specs):
             raise BadExampleError(f"bad example {label}: {problem.numpy().decode()}")
         return tf.nest.flatten(outputs)
 
+    @graph_only
     def mapped(name, *inputs):
         outputs = tf.py_function(eager, [name, *inputs], [s.dtype for s in out_specs])
         for o, s in zip(outputs, out_specs):

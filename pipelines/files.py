@@ -9,6 +9,8 @@ import os
 
 import tensorflow as tf
 
+graph_only = tf.autograph.experimental.do_not_convert  # see `pipelines.bad_data.graph_only`
+
 IMAGE_EXTENSIONS = (".jpg", ".jpeg", ".png", ".gif", ".bmp")
 
 
@@ -70,11 +72,12 @@ def named_records(files, cycle_length=None, deterministic=None):
     """(name, serialized record) from TFRecord shards, read with a parallel interleave; names
     are `shard#index`."""
 
+    @graph_only
     def read(path):
         records = tf.data.TFRecordDataset(path)
-        return records.enumerate().map(
+        return records.enumerate().map(graph_only(
             lambda i, record: (tf.strings.join([path, "#", tf.strings.as_string(i)]), record)
-        )
+        ))
 
     return tf.data.Dataset.from_tensor_slices(files).interleave(
         read,

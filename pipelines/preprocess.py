@@ -90,11 +90,15 @@ def _decode_jpeg(encoded):
     return tf.io.decode_jpeg(encoded, channels=3, dct_method=JPEG_DCT_METHOD)
 
 
-def _le_uint(header, offset, nbytes):
-    """Little-endian unsigned integer of `nbytes` bytes at `offset` of a string, as int64."""
-    raw = tf.io.decode_raw(tf.strings.substr(header, offset, nbytes), tf.uint8)
-    weights = tf.constant([256**k for k in range(nbytes)], tf.int64)
-    return tf.reduce_sum(tf.cast(raw, tf.int64) * weights)
+_BMP_FIELDS = {  # little-endian unsigned header fields: (offset, bytes)
+    "data_offset": (10, 4),
+    "dib_size": (14, 4),  # DIB header size
+    "width": (18, 4),
+    "height": (22, 4),
+    "bpp": (28, 2),
+    "compression": (30, 4),
+    "colors_used": (46, 4),
+}
 
 
 def _bmp_header(encoded):
@@ -103,33 +107,45 @@ def _bmp_header(encoded):
     return tf.strings.substr(head + b"\x00" * _BMP_HEADER_BYTES, 0, _BMP_HEADER_BYTES)
 
 
-def _is_palette_bmp(encoded):
-    """An uncompressed (BI_RGB) BMP with a BITMAPINFOHEADER-or-later header and 1/2/4/8 bpp."""
+def _bmp_fields(encoded):
+    """(header, {name: int64 scalar} of `_BMP_FIELDS`), all fields from one parse of the header
+    (a weighted sum of its bytes: a handful of graph nodes instead of a few per field)."""
     header = _bmp_header(encoded)
-    bpp = _le_uint(header, 28, 2)
+    weights = [[0] * len(_BMP_FIELDS) for _ in range(_BMP_HEADER_BYTES)]
+    for k, (offset, nbytes) in enumerate(_BMP_FIELDS.values()):
+        for i in range(nbytes):
+            weights[offset + i][k] = 256**i
+    raw = tf.cast(tf.io.decode_raw(header, tf.uint8), tf.int64)
+    values = tf.reduce_sum(raw[:, None] * tf.constant(weights, tf.int64), axis=0)
+    return header, dict(zip(_BMP_FIELDS, tf.unstack(values, num=len(_BMP_FIELDS))))
+
+
+def _is_palette_bmp(encoded, fields=None):
+    """An uncompressed (BI_RGB) BMP with a BITMAPINFOHEADER-or-later header and 1/2/4/8 bpp.
+    `fields`: `_bmp_fields(encoded)` if already parsed."""
+    header, field = fields or _bmp_fields(encoded)
     return tf.reduce_all(
         tf.stack(
             [
                 tf.equal(tf.strings.substr(header, 0, 2), b"BM"),
-                _le_uint(header, 14, 4) >= 40,  # DIB header size
-                tf.reduce_any(tf.equal(bpp, [1, 2, 4, 8])),
-                tf.equal(_le_uint(header, 30, 4), 0),  # compression == BI_RGB
+                field["dib_size"] >= 40,
+                tf.reduce_any(tf.equal(field["bpp"], [1, 2, 4, 8])),
+                tf.equal(field["compression"], 0),  # BI_RGB
             ]
         )
     )
 
 
-def _decode_palette_bmp(encoded):
-    """Decode an uncompressed palette BMP (1/2/4/8 bpp) to uint8 RGB with plain TF ops."""
-    header = _bmp_header(encoded)
-    data_offset = _le_uint(header, 10, 4)
-    dib_size = _le_uint(header, 14, 4)
-    width = _le_uint(header, 18, 4)
-    height = _le_uint(header, 22, 4)
+def _decode_palette_bmp(encoded, fields=None):
+    """Decode an uncompressed palette BMP (1/2/4/8 bpp) to uint8 RGB with plain TF ops.
+    `fields`: `_bmp_fields(encoded)` if already parsed."""
+    _, field = fields or _bmp_fields(encoded)
+    data_offset, dib_size = field["data_offset"], field["dib_size"]
+    width, height = field["width"], field["height"]
     height = tf.where(height >= 2**31, height - 2**32, height)  # signed: < 0 means top-down
     rows = tf.abs(height)
-    bpp = _le_uint(header, 28, 2)
-    colors_used = _le_uint(header, 46, 4)
+    bpp = field["bpp"]
+    colors_used = field["colors_used"]
     num_colors = tf.where(
         colors_used > 0, colors_used, tf.bitwise.left_shift(tf.constant(1, tf.int64), bpp)
     )
@@ -158,9 +174,10 @@ def _decode_generic(encoded):
 
 
 def _decode_non_jpeg(encoded):
+    fields = _bmp_fields(encoded)  # one header parse for the test and the decode
     return tf.cond(
-        _is_palette_bmp(encoded),
-        lambda: _decode_palette_bmp(encoded),
+        _is_palette_bmp(encoded, fields),
+        lambda: _decode_palette_bmp(encoded, fields),
         lambda: _decode_generic(encoded),
     )
 
@@ -272,18 +289,23 @@ def random_resized_crop(
     seed both paths pick the same window and give identical pixels.
     """
     encoded = tf.convert_to_tensor(encoded, tf.string)
+    jpeg = is_jpeg(encoded)
 
-    def fused():
-        image_hw = tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)[:2]
-        window = sample_crop_window(image_hw, seed, area_range, aspect_ratio_range)
-        return _decode_jpeg_window(encoded, image_hw, window)
+    # One window sampler for both paths (it is the largest part of the traced graph, and graph
+    # size is what `get_dataset` start-up costs): first the image size (a JPEG's from its
+    # header, other formats decoded whole), then the window, then the crop.
+    def jpeg_shape():
+        hw = tf.image.extract_jpeg_shape(encoded, output_type=tf.int32)[:2]
+        return tf.zeros([0, 0, 3], tf.uint8), hw
 
-    def generic():
+    def decode_whole():
         image = _decode_non_jpeg(encoded)
-        window = sample_crop_window(tf.shape(image)[:2], seed, area_range, aspect_ratio_range)
-        return _crop(image, window)
+        return image, tf.shape(image, out_type=tf.int32)[:2]
 
-    crop = tf.cond(is_jpeg(encoded), fused, generic)
+    image, image_hw = tf.cond(jpeg, jpeg_shape, decode_whole)
+    window = sample_crop_window(image_hw, seed, area_range, aspect_ratio_range)
+    crop = tf.cond(jpeg, lambda: _decode_jpeg_window(encoded, image_hw, window),
+                   lambda: _crop(image, window))
     crop.set_shape([None, None, 3])
     return resize(crop, size)
 

@@ -5,6 +5,7 @@ speech models), and the CPU speed of ResNet-50 against bL-ResNet-50 measured in 
     python -m apps.benchmark --nospeed            # complexity tables only
     python -m apps.benchmark --nocomplexity --nospeed   # speech complexity table only
     python -m apps.benchmark --runtimes=tflite --repeats=20
+    python -m apps.benchmark --nocomplexity --nospeech --nospeed   # seed 002's Tables 1 and 4
 """
 
 from absl import app, flags
@@ -15,6 +16,9 @@ FLAGS = flags.FLAGS
 flags.DEFINE_bool("complexity", True, "Print the params / MACs table of the paper's models.")
 flags.DEFINE_bool("speech", True,
                   "Print the params / MACs table of the speech models beside Table 3.")
+flags.DEFINE_bool("multires", True,
+                  "Print the params / MACs of the multi-resolution models (seed 002) beside "
+                  "its Tables 1 and 4.")
 flags.DEFINE_bool("speed", True, "Time the baseline against the Big-Little model.")
 flags.DEFINE_string("baseline", "resnet50", "Baseline model for the speed comparison.")
 flags.DEFINE_string("model", "bl_resnet50", "Model compared with the baseline.")
@@ -34,6 +38,14 @@ def main(argv):
         print("## Speech complexity (Table 3; 64x49 input, one output frame)\n")
         print(benchmark.speech_complexity_table(benchmark.speech_complexity_rows()), "\n",
               flush=True)
+    if FLAGS.multires:
+        print(f"## Multi-resolution convolution, CIFAR-10 at {benchmark.MULTIRES_SIZE}x"
+              f"{benchmark.MULTIRES_SIZE} (Tables 1 and 4; the paper's 'MFLOPS' are GMACs)\n")
+        print(benchmark.multires_table1(benchmark.multires_rows(benchmark.MULTIRES_TABLE1)),
+              "\n")
+        print(benchmark.MULTIRES_EXAMPLE.format(scale=benchmark.EXAMPLE_SCALE), "\n")
+        print(benchmark.multires_table4(benchmark.multires_rows(benchmark.MULTIRES_TABLE4)),
+              "\n", flush=True)
     if FLAGS.speed:
         timings, summary = benchmark.speed_comparison(
             FLAGS.baseline, FLAGS.model, size=FLAGS.size, batch=FLAGS.batch,

@@ -3,6 +3,11 @@
     python -m apps.train --model=bl_resnet20_cifar --dataset=digits --image_size=32 \
         --epochs=5 --batch_size=64 --lr=0.4 --model_dir=runs/digits
 
+    python -m apps.train --model=multires_10x64 --search=alternating --arch_split=0.2 \
+        --dataset=cifar10 --data_dir=/data/cifar --epochs=400 --model_dir=runs/search
+
+    python -m apps.train --init_model=runs/search/pruned.keras --dataset=cifar10 ... (fine-tune)
+
     python -m apps.train --model=bl_resnet22_speech --alpha=2 --beta=3 --dataset=speech:PATH \
         --classes=... --labels=utterance --num_frames=98 --model_dir=runs/speech
 
@@ -55,6 +60,20 @@ flags.DEFINE_enum("strategy", "default", list(trainer.STRATEGIES),
 flags.DEFINE_enum("on_error", "skip", ["skip", "raise"], "Bad examples: skip and count, or raise.")
 flags.DEFINE_integer("seed", None, "Seed for weights, shuffling and augmentation.")
 flags.DEFINE_integer("verbose", 1, "Keras verbosity: 1 progress bars, 2 one line per epoch.")
+flags.DEFINE_string("init_model", None, "A saved .keras model to train further (architecture "
+                    "and weights from the file; --model is then not used): fine-tuning, e.g. of "
+                    "a pruned model.")
+flags.DEFINE_enum("search", "none", list(trainer.methods.METHODS),
+                  "Training method: none (plain), alternating (seed 002's search: network "
+                  "weights on D_a, then mixing weights on D_b, every step).")
+flags.DEFINE_float("arch_split", 0.2, "alternating: fraction of each class of the training "
+                   "split held out as D_b (architecture weights).")
+flags.DEFINE_float("arch_lr", 1e-4, "alternating: Adam learning rate of the architecture "
+                   "weights.")
+flags.DEFINE_float("arch_beta1", 0.5, "alternating: Adam beta_1.")
+flags.DEFINE_float("arch_beta2", 0.999, "alternating: Adam beta_2.")
+flags.DEFINE_float("arch_weight_decay", 3e-4, "alternating: L2 added to the architecture "
+                   "gradient (PyTorch Adam's weight_decay).")
 flags.DEFINE_string("model_dir", None, "Output folder (resumes from it if it has a backup).")
 flags.mark_flag_as_required("model_dir")
 
@@ -64,7 +83,8 @@ def config_from_flags():
                     if getattr(FLAGS, k) is not None}
     jit = {"auto": "auto", "true": True, "false": False}[FLAGS.jit_compile]
     return trainer.TrainConfig(
-        model=FLAGS.model, model_dir=FLAGS.model_dir, dataset=FLAGS.dataset,
+        model=None if FLAGS.init_model else FLAGS.model, model_dir=FLAGS.model_dir,
+        dataset=FLAGS.dataset,
         data_dir=FLAGS.data_dir, epochs=FLAGS.epochs, batch_size=FLAGS.batch_size,
         image_size=FLAGS.image_size, labels=FLAGS.labels, num_frames=FLAGS.num_frames,
         optimizer=FLAGS.optimizer, lr=FLAGS.lr,
@@ -74,6 +94,9 @@ def config_from_flags():
         classes=FLAGS.classes, model_kwargs=model_kwargs, train_split=FLAGS.train_split,
         eval_split=FLAGS.eval_split, seed=FLAGS.seed, steps_per_epoch=FLAGS.steps_per_epoch,
         color_jitter=FLAGS.color_jitter, on_error=FLAGS.on_error, verbose=FLAGS.verbose,
+        init_model=FLAGS.init_model, search=FLAGS.search, arch_split=FLAGS.arch_split,
+        arch_lr=FLAGS.arch_lr, arch_beta1=FLAGS.arch_beta1, arch_beta2=FLAGS.arch_beta2,
+        arch_weight_decay=FLAGS.arch_weight_decay,
     )
 
 

@@ -279,3 +279,118 @@ def format_table(headers, rows):
              for line in [headers, *rows]]
     lines.insert(1, "|" + "|".join("-" * (w + 2) for w in widths) + "|")
     return "\n".join(lines)
+
+
+# Seed 002 (multi-resolution convolution): Tables 1 and 4 on CIFAR-10 at 32x32. The paper's
+# "MFLOPS" column holds GMACs (see the reference README). Its figures live here, beside the rows.
+MULTIRES_SIZE = 32
+NOT_FROM_ARCHITECTURE = "paper's figure not reproducible from the architecture"
+DEPENDS_ON_WEIGHTS = "depends on the learned weights"
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiresEntry:
+    label: str  # the paper's row
+    model: str | None  # our builder name (None: a pruned example, see `prune`)
+    paper_accuracy: float | None
+    paper_gmacs: float
+    paper_params: str | None = None  # Table 4's "Params"
+    paper_error: float | None = None  # Table 4's "Error"
+    prune: dict | None = None  # `bl_keras.multires.prune` kwargs applied to an example model
+    note: str = ""
+
+
+MULTIRES_TABLE1 = (
+    MultiresEntry("No Pooling", "multires_10x64_nopool", 87.3, 0.31),
+    MultiresEntry("Predefined Pooling", "multires_10x64_predefined", 90.0, 0.26,
+                  note=f"{NOT_FROM_ARCHITECTURE} (Fig. 3(a) not given); ours: levels "
+                       "0,0,0,1,1,1,2,2,3,3"),
+    MultiresEntry("Scale Invariant", "multires_10x64_uniform", 89.2, 0.41),
+    MultiresEntry("Our Model", "multires_10x64", 92.5, 0.41),
+    MultiresEntry("Our Model (thr 0.1)", None, 92.5, 0.29, prune={"threshold": 0.1},
+                  note=f"{DEPENDS_ON_WEIGHTS}; ours: example mixing"),
+    MultiresEntry("Our Model (thr 0.2)", None, 92.3, 0.27, prune={"threshold": 0.2},
+                  note=f"{DEPENDS_ON_WEIGHTS}; ours: example mixing"),
+    MultiresEntry("Our Model (one res.)", None, 91.1, 0.26, prune={"keep_best": True},
+                  note=f"{DEPENDS_ON_WEIGHTS}; ours: example mixing"),
+)
+
+MULTIRES_TABLE4 = (
+    MultiresEntry("Conv 64x10", "multires_10x64", None, 0.41, "0.3M", 7.5),
+    MultiresEntry("Conv 128x8", "multires_8x128", None, 1.23, "0.9M", 8.8),
+    MultiresEntry("Eff-Conv 128x8", "multires_eff_8x128", None, 1.69, "1.5M", 7.0),
+)
+
+MULTIRES_EXAMPLE = (
+    "Example mixing of the pruned rows: multires_10x64 with logits -{scale:g} x |r - p_l|, "
+    "peaked at level p_l = round(3 (l - 1) / 9) of layer l (a fine-to-coarse diagonal like "
+    "Fig. 3(b)); the paper's rows depend on its trained weights, which are not published.")
+
+EXAMPLE_SCALE = 1.2
+
+
+def example_mixing(model, scale=EXAMPLE_SCALE):
+    """Sets fixed non-uniform mixing logits on every `MultiResConv` of `model` (layer l peaked
+    at level round((levels - 1) * l / (L - 1)), logits -scale * |r - peak|); returns `model`."""
+    import numpy as np
+
+    from bl_keras.multires import multires_layers
+
+    found = multires_layers(model)
+    for index, layer in enumerate(found):
+        peak = round((layer.levels - 1) * index / max(len(found) - 1, 1))
+        logits = [-scale * abs(r - peak) for r in layer.active]
+        layer.mixing_logits.assign(np.asarray(logits, np.float32))
+    return model
+
+
+@dataclasses.dataclass(frozen=True)
+class MultiresRow:
+    entry: MultiresEntry
+    model: str
+    params: int
+    macs: int
+
+
+def multires_rows(entries, size=MULTIRES_SIZE, progress=True):
+    """Our params and MACs at `size` for each `MultiresEntry` (pruned entries: the pruned
+    `example_mixing` multires_10x64)."""
+    from bl_keras import multires
+
+    rows, example = [], None
+    for entry in tqdm(entries, desc="building", disable=not progress, leave=False):
+        if entry.prune is None:
+            model = models.get(entry.model, input_shape=(size, size, 3))
+            name = entry.model
+        else:
+            if example is None:
+                example = example_mixing(models.get("multires_10x64",
+                                                    input_shape=(size, size, 3)))
+            model = multires.prune(example, **entry.prune)
+            name = "prune(multires_10x64, " + ", ".join(
+                f"{k}={v}" for k, v in entry.prune.items()) + ")"
+        rows.append(MultiresRow(entry, name, profile.count_params(model),
+                                profile.count_macs(model, (size, size, 3))))
+        del model
+    return rows
+
+
+def multires_table1(rows):
+    """Table 1 (CIFAR-10, 10 layers x 64): our GMACs beside the paper's (accuracy: the paper's;
+    ours come from `benchmarks/multires.py`)."""
+    headers = ["Table 1 row", "our model", "params", "GMACs@32", "paper GMACs ('MFLOPS')",
+               "paper acc.", "note"]
+    body = [[r.entry.label, r.model, f"{r.params:,}", f"{r.macs / 1e9:.3f}",
+             f"{r.entry.paper_gmacs:.2f}", f"{r.entry.paper_accuracy:.1f}", r.entry.note]
+            for r in rows]
+    return format_table(headers, body)
+
+
+def multires_table4(rows):
+    """Table 4 (ours vs the paper's multi-resolution models beside FabricNet)."""
+    headers = ["Table 4 row", "our model", "params", "paper params", "GMACs@32",
+               "paper GMACs ('MFLOPS')", "paper error"]
+    body = [[r.entry.label, r.model, f"{r.params:,}", r.entry.paper_params,
+             f"{r.macs / 1e9:.3f}", f"{r.entry.paper_gmacs:.2f}", f"{r.entry.paper_error:.1f}"]
+            for r in rows]
+    return format_table(headers, body)

@@ -22,8 +22,12 @@ MacRecord = collections.namedtuple("MacRecord", "path layer_type input_shape out
 
 
 def count_params(model):
-    """Trainable parameters (BN moving statistics and other non-trainable state excluded)."""
-    return int(sum(math.prod(w.shape) for w in model.trainable_weights))
+    """Trainable network parameters: BN moving statistics and other non-trainable state are
+    excluded, and so are architecture weights (the mixing logits and depth weights of
+    `MultiResConv` / `DepthMix`), as the papers' parameter counts do."""
+    from bl_keras.layers.multires import network_weights
+
+    return int(sum(math.prod(w.shape) for w in network_weights(model)))
 
 
 def _layer_macs(layer, input_shape, output_shape):

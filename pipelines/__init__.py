@@ -4,9 +4,13 @@
 >>> train = pipelines.get_dataset("digits", "train", image_size=32, batch_size=64, training=True)
 >>> model.fit(train)                                            # doctest: +SKIP
 >>> train.bad_data.count                                        # examples skipped as bad
+>>> d_a = pipelines.get_dataset("digits", "train", 32, 64, training=True,
+...                             subset=pipelines.Subset(0.2, "a"))  # 80 % of each class
 """
 
 from pipelines.bad_data import BadDataReport, BadExampleError
 from pipelines.core import get_dataset, open_source, parse_spec
+from pipelines.subsets import Subset
 
-__all__ = ["BadDataReport", "BadExampleError", "get_dataset", "open_source", "parse_spec"]
+__all__ = ["BadDataReport", "BadExampleError", "Subset", "get_dataset", "open_source",
+           "parse_spec"]

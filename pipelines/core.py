@@ -7,7 +7,7 @@ import os
 import numpy as np
 import tensorflow as tf
 
-from pipelines import bad_data, files, preprocess
+from pipelines import bad_data, files, preprocess, subsets
 
 SPEC_KINDS = ("digits", "cifar10", "cifar100", "imagenet", "folder", "tfrecord", "speech",
               "speech_commands")
@@ -154,6 +154,7 @@ def _image_fn(form, training, image_size, num_classes, color_jitter, one_based_l
     """The per-example function of an encoded-image source: read or parse, decode, crop,
     check the label. Returns ((image or images, label), problem)."""
 
+    @bad_data.graph_only
     def fn(*args):
         if form == "records":
             encoded, label = files.parse_imagenet_record(args[0], one_based_labels)
@@ -173,6 +174,7 @@ def _image_fn(form, training, image_size, num_classes, color_jitter, one_based_l
 
 
 def _array_fn(training, image_size, flip, sizes):
+    @bad_data.graph_only
     def fn(image, label, *seed):
         if training:
             image = preprocess.cifar_train(image, seed[0], flip=flip)
@@ -196,7 +198,7 @@ def _with_seeds(dataset, seed):
     """Zips a per-element stateless seed (shape [2]), different every epoch, reproducible when
     `seed` is given."""
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
-    return tf.data.Dataset.zip(dataset, seeds).map(lambda e, s: (*e, s))
+    return tf.data.Dataset.zip(dataset, seeds).map(bad_data.graph_only(lambda e, s: (*e, s)))
 
 
 def _shard(dataset, input_context):
@@ -217,8 +219,8 @@ def _examples(source, input_context, deterministic):
         # TFDS shards its files per worker itself (ReadConfig(input_context=...)).
         dataset = source.dataset
         if source.encoded:
-            dataset = dataset.enumerate().map(
-                lambda i, e: (tf.strings.join(["example#", tf.strings.as_string(i)]), *e))
+            dataset = dataset.enumerate().map(bad_data.graph_only(
+                lambda i, e: (tf.strings.join(["example#", tf.strings.as_string(i)]), *e)))
         return dataset
     if source.form == "files":
         dataset = tf.data.Dataset.from_tensor_slices((source.names, source.names,
@@ -257,6 +259,7 @@ def get_dataset(
     repeat=False,
     labels="utterance",
     num_frames=None,
+    subset=None,
 ):
     """A batched `tf.data.Dataset` of (images, labels): RGB float32 in [0, 255], int32 labels;
     for speech data sets (log-mel windows float32 [B, 64, frames, 3], int32 labels).
@@ -304,6 +307,10 @@ def get_dataset(
             one 49-frame window per frame).
         num_frames: speech only: utterance window length (default 98 frames = 1 s); frame
             labels always use 49-frame windows.
+        subset: a `pipelines.Subset(fraction, part)`: only part "a" (the examples not held
+            out) or "b" (floor(fraction * n_c) of each class c) of a deterministic, disjoint,
+            stratified split of `split`, the same whatever `seed`, `training`, batching or
+            `input_context` (see `pipelines.subsets`).
 
     Returns:
         The dataset, with attributes `bad_data` (a `BadDataReport`: `.count` and `.names` after
@@ -311,6 +318,7 @@ def get_dataset(
         unknown).
     """
     bad_data.check_on_error(on_error)
+    subsets.check(subset)
     spec = parse_spec(spec)
     if spec.is_speech:
         return _speech_dataset(
@@ -318,7 +326,8 @@ def get_dataset(
             num_frames=num_frames, seed=seed, deterministic=deterministic,
             num_classes=num_classes, input_context=input_context, drop_remainder=drop_remainder,
             repeat=repeat, shuffle_buffer=shuffle_buffer, resolutions=resolutions,
-            multi_resolution=multi_resolution, cache=cache, data_service=data_service)
+            multi_resolution=multi_resolution, cache=cache, data_service=data_service,
+            subset=subset)
     if num_frames is not None or labels != "utterance":
         raise ValueError(f"num_frames and labels apply to speech data sets, not {spec.kind!r}")
     _check_size("image_size", image_size)
@@ -337,12 +346,20 @@ def get_dataset(
     if resolutions and not training:
         raise ValueError("resolutions (one drawn per batch) are for training; evaluate at "
                          "one image_size")
+    # The digits train/val/test split is fixed (seed 0): `seed` is for shuffling and
+    # augmentation, and a training seed must not move test examples into training. A subset is
+    # split from the whole split, before any sharding (TFDS: not sharded by file then).
     source = open_source(spec, split, data_dir, image_size=image_size,
-                         seed=0 if seed is None else seed, one_based_labels=one_based_labels,
-                         input_context=input_context)
+                         seed=0, one_based_labels=one_based_labels,
+                         input_context=None if subset else input_context)
     classes = num_classes or source.num_classes
     batch = input_context.get_per_replica_batch_size(batch_size) if input_context else batch_size
-    dataset = _examples(source, input_context, deterministic)
+    source = subsets.select(source, subset)
+    if subsets.streamed(source, subset):
+        dataset, split_report = subsets.split_stream(source, subset, on_error, repeat, classes)
+        dataset = _shard(dataset, input_context)
+    else:
+        dataset, split_report = _examples(source, input_context, deterministic), None
     if cache:
         dataset = dataset.cache()
     if training:
@@ -371,11 +388,12 @@ def get_dataset(
             processing_mode="parallel_epochs", service=data_service))
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = bool(deterministic)
+    # A per-record split counts the records in their stored order: TFDS's maps must keep it.
+    options.deterministic = bool(deterministic) or subsets.streamed(source, subset)
     dataset = dataset.with_options(options)
     # With a data service the preprocessing, and so the skipping, happens on its workers: their
     # logs name what they skip, and this process cannot count it.
-    dataset.bad_data = None if data_service else report
+    dataset.bad_data = None if data_service else subsets.merge_reports(report, split_report)
     dataset.num_classes = classes
     dataset.num_examples = source.num_examples
     return dataset
@@ -405,6 +423,7 @@ def _per_batch_resolution(dataset, resolutions, seed):
     seeds = tf.data.Dataset.random(seed=seed, rerandomize_each_iteration=True).batch(2)
     table = tf.constant(resolutions, tf.int32)
 
+    @bad_data.graph_only
     def resize(batch, seed_pair):
         images, labels = batch
         index = tf.random.stateless_uniform([], seed_pair, 0, len(resolutions), tf.int32)

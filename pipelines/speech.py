@@ -57,7 +57,7 @@ import os
 
 import tensorflow as tf
 
-from pipelines import bad_data, files
+from pipelines import bad_data, files, subsets
 from pipelines.core import _check_size, _shard, _with_seeds
 
 SAMPLE_RATE = 16000
@@ -331,6 +331,7 @@ def get_speech_dataset(
     deterministic=False,
     drop_remainder=None,
     repeat=False,
+    subset=None,
 ):
     """A batched dataset of (features float32 [B, 64, T, 3], int32 labels [B]).
 
@@ -359,6 +360,10 @@ def get_speech_dataset(
         repeat: repeat the examples indefinitely (reshuffled every pass) before batching, for
             training with a fixed number of steps per epoch: bad examples then never make an
             epoch run short.
+        subset: a `pipelines.Subset(fraction, part)`: one part of a deterministic stratified
+            split of the utterances (see `pipelines.subsets`; WAV folders: by class folder,
+            also for frame labels; speech_commands: a per-class counter over the stored order,
+            every input pipeline reading all files, `num_examples` None).
 
     Returns:
         The dataset with `bad_data` (a `BadDataReport`), `num_classes`, `class_names` and
@@ -366,6 +371,7 @@ def get_speech_dataset(
         count is only known after decoding).
     """
     bad_data.check_on_error(on_error)
+    subsets.check(subset)
     num_frames = window_frames(labels, num_frames)
     for name, value in (("batch_size", batch_size), ("num_frames", num_frames)):
         _check_size(name, value)
@@ -377,14 +383,18 @@ def get_speech_dataset(
     if kind == "speech_commands":
         if labels != "utterance":
             raise ValueError("speech_commands has one label per utterance: labels='utterance'")
-        dataset, num_examples, class_names = _tfds_utterances(split, data_dir, training,
-                                                              input_context)
+        dataset, num_examples, class_names = _tfds_utterances(
+            split, data_dir, training and subset is None, None if subset else input_context)
         classes, to_waveform = len(class_names), _pcm16
+        if subset is not None:  # counted in stored order over all files, then sharded
+            dataset = subsets.shard(subsets.keep(dataset, subset, lambda e: e[2], classes),
+                                    input_context)
+            num_examples = None
         if training:
             dataset = dataset.shuffle(shuffle_buffer, seed=seed, reshuffle_each_iteration=True)
     else:
         dataset, num_examples, class_names = _folder_examples(root, split, labels, training,
-                                                              seed, input_context)
+                                                              seed, input_context, subset)
         classes = len(class_names) if labels == "utterance" else num_classes
         to_waveform = _read_wav
     if repeat:
@@ -404,7 +414,8 @@ def get_speech_dataset(
                             else drop_remainder)
     dataset = dataset.prefetch(tf.data.AUTOTUNE)
     options = tf.data.Options()
-    options.deterministic = bool(deterministic)
+    # speech_commands subsets count utterances in their stored order: TFDS's maps must keep it.
+    options.deterministic = bool(deterministic) or (subset is not None and kind != "folder")
     dataset = dataset.with_options(options)
     dataset.bad_data = report
     dataset.num_classes = classes
@@ -413,10 +424,14 @@ def get_speech_dataset(
     return dataset
 
 
-def _folder_examples(root, split, labels, training, seed, input_context):
+def _folder_examples(root, split, labels, training, seed, input_context, subset=None):
     """(dataset of (name, wav path, label or alignment path), utterances or None, class
-    names) of a WAV folder, sharded and (when training) shuffled by file."""
+    names) of a WAV folder (`subset`'s part of it), sharded and (when training) shuffled by
+    file."""
     paths, class_labels, class_names = list_speech_folder(root, split)
+    if subset is not None:
+        keep = subsets.indices(class_labels, subset)
+        paths, class_labels = [paths[i] for i in keep], [class_labels[i] for i in keep]
     if labels == "utterance":
         items = [paths, paths, class_labels]
     else:

@@ -4,7 +4,7 @@
 >>> model = models.get("bl_resnet50", alpha=2, beta=4, classes=10)
 """
 
-from bl_keras.models import cifar, resnet
+from bl_keras.models import cifar, multires, resnet
 from bl_keras.models.cifar import (
     bl_resnet20_cifar,
     bl_resnet32_cifar,
@@ -14,6 +14,17 @@ from bl_keras.models.cifar import (
     resnet32_cifar,
     resnet44_cifar,
     resnet56_cifar,
+)
+from bl_keras.models.multires import (
+    multires_8x128,
+    multires_10x64,
+    multires_10x64_depth,
+    multires_10x64_nopool,
+    multires_10x64_predefined,
+    multires_10x64_uniform,
+    multires_20x64_depth,
+    multires_cifar,
+    multires_eff_8x128,
 )
 from bl_keras.models.resnet import (
     bl_resnet50,
@@ -68,6 +79,7 @@ _MODELS = {
         resnet22_speech,
         bl_resnet22_speech,
         bl_pyr_resnet22_speech,
+        *multires.MODELS,
     )
 }
 
@@ -84,4 +96,7 @@ def get(name, **kwargs):
     return _MODELS[name](**kwargs)
 
 
-__all__ = ["cifar", "get", "list_models", "resnet", *_MODELS]
+__all__ = ["cifar", "get", "list_models", "multires", "multires_cifar", "resnet", *_MODELS,
+           "multires_10x64", "multires_8x128", "multires_eff_8x128", "multires_10x64_nopool",
+           "multires_10x64_uniform", "multires_10x64_predefined", "multires_10x64_depth",
+           "multires_20x64_depth"]

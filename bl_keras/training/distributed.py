@@ -21,7 +21,6 @@ Every completed epoch is checkpointed in `model_dir` (model, optimizer and epoch
 epoch, with the optimizer's step counter (and so the learning-rate schedule) and slots restored.
 """
 
-import copy
 import csv
 import inspect
 import math
@@ -32,6 +31,8 @@ import tempfile
 import keras
 import numpy as np
 import tensorflow as tf
+
+from bl_keras.training import methods
 
 __all__ = ["HISTORY_FILE", "STRATEGIES", "is_chief", "make_strategy", "train_custom_loop"]
 
@@ -117,30 +118,6 @@ def is_chief(strategy):
         return True
     return (task_type == "worker" and (task_id or 0) == 0
             and "chief" not in resolver.cluster_spec().as_dict())
-
-
-def _per_example_loss(loss):
-    """A function (y_true, y_pred) -> float32 [batch] of per-example losses, from a Keras loss
-    object (recreated without reduction) or a function that returns per-example values."""
-    if isinstance(loss, keras.losses.Loss):
-        if loss.reduction not in (None, "none"):
-            try:
-                loss = type(loss).from_config({**loss.get_config(), "reduction": None})
-            except (TypeError, ValueError):
-                loss = copy.copy(loss)
-                loss.reduction = None
-    elif not callable(loss):
-        raise TypeError(f"loss must be a keras.losses.Loss or a function, got {loss!r}")
-
-    def per_example(y_true, y_pred):
-        values = tf.cast(loss(y_true, y_pred), tf.float32)
-        if values.shape.rank == 0:
-            raise ValueError("the loss must give one value per example, got a scalar")
-        if values.shape.rank > 1:
-            values = tf.reduce_mean(tf.reshape(values, [tf.shape(values)[0], -1]), axis=1)
-        return values
-
-    return per_example
 
 
 def _correct(y_true, y_pred):
@@ -249,7 +226,8 @@ class _Steps:
     """
 
     def __init__(self, strategy, model, optimizer, per_example_loss, global_batch_size,
-                 eval_steps):
+                 eval_steps, method):
+        self.method = method
         self.strategy = strategy
         self.model = model
         self.optimizer = optimizer
@@ -268,24 +246,14 @@ class _Steps:
         self.all_finite = tf.function(self._all_finite)
 
     def _train_replica(self, inputs):
-        images, labels = inputs
-        model, optimizer = self.model, self.optimizer
-        with tf.GradientTape() as tape:
-            predictions = model(images, training=True)
-            per_example = self.per_example_loss(labels, predictions)
-            loss = tf.nn.compute_average_loss(per_example,
-                                              global_batch_size=self.global_batch_size)
-            regularization = tf.zeros([])
-            if model.losses:
-                regularization = tf.nn.scale_regularization_loss(
-                    tf.add_n([tf.cast(x, tf.float32) for x in model.losses]))
-            loss += regularization
-            scaled = optimizer.scale_loss(loss)
-        gradients = tape.gradient(scaled, model.trainable_variables)
-        optimizer.apply_gradients(zip(gradients, model.trainable_variables))
+        """The training method's step on one replica's batch; its statistics."""
+        result = self.method.train_step(self.model, inputs, self.per_example_loss,
+                                        self.strategy.num_replicas_in_sync)
+        per_example = result.per_example_loss
         count = tf.cast(tf.shape(per_example)[0], tf.float32)
-        return tf.stack([tf.reduce_sum(per_example), _correct(labels, predictions), count,
-                         regularization])
+        regularization = result.regularization / self.strategy.num_replicas_in_sync
+        return tf.stack([tf.reduce_sum(per_example),
+                         _correct(result.labels, result.predictions), count, regularization])
 
     def _train_step(self, iterator):
         """[sum of per-example losses, correct, count, regularization loss], over replicas."""
@@ -418,6 +386,7 @@ def train_custom_loop(
     on_epoch_end=None,
     verbose=1,
     max_to_keep=3,
+    method=None,
 ):
     """Trains a Keras model with a custom `tf.function` step under `strategy.run`, with
     per-epoch checkpoints, resume, CSV and TensorBoard logs.
@@ -473,6 +442,9 @@ def train_custom_loop(
             checkpoint; a true result stops training (it must agree across workers).
         verbose: 0 silent, 1 a progress bar per epoch, 2 one line per epoch (chief only).
         max_to_keep: checkpoints kept in `model_dir`.
+        method: the training method whose step every replica runs (`training.methods`;
+            default `Plain`: one optimizer step on all trainable variables); its other
+            optimizers are checkpointed with the main one.
 
     Returns:
         The rows of the epochs trained by this call (dicts with keys epoch (1-based), loss,
@@ -502,24 +474,26 @@ def train_custom_loop(
             "every worker must run the same number of steps; pass steps_per_epoch, e.g. "
             "num_examples // global_batch_size")
     chief = is_chief(strategy)
-    per_example_loss = _per_example_loss(loss)
+    per_example_loss = methods.per_example_loss_fn(loss)
 
     with strategy.scope():
         model = build_model()
         if not model.built or not model.trainable_variables:
             raise ValueError("build_model must return a built model with trainable weights")
         optimizer = make_optimizer()
-        optimizer.build(model.trainable_variables)
+        method = method or methods.Plain()
+        method.build(model, optimizer)
     epoch_var = tf.Variable(0, dtype=tf.int64, trainable=False, name="epoch")
     # The model's variables are listed explicitly: as a `tf.train.Checkpoint` dependency a Keras 3
     # model reaches only some of them (of bl_resnet20_cifar's 142 weights, 4 directly and the
     # trainable ones through the optimizer: most BatchNorm moving statistics were not saved).
     checkpoint = tf.train.Checkpoint(model_variables=list(model.variables), optimizer=optimizer,
-                                     epoch=epoch_var)
+                                     epoch=epoch_var, **method.trackables())
     _restore(strategy, checkpoint, model_dir)
     start_epoch = int(epoch_var.numpy())
 
-    steps = _Steps(strategy, model, optimizer, per_example_loss, global_batch_size, eval_steps)
+    steps = _Steps(strategy, model, optimizer, per_example_loss, global_batch_size, eval_steps,
+                   method)
     epoch_aware = _accepts_epoch(dataset_fn)
     train_data = None if epoch_aware else strategy.distribute_datasets_from_function(dataset_fn)
     eval_data = (strategy.distribute_datasets_from_function(eval_dataset_fn)

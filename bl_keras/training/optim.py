@@ -98,3 +98,36 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
     def get_config(self):
         return {**super().get_config(), "label_smoothing": self.label_smoothing,
                 "from_logits": self.from_logits}
+
+
+@keras.saving.register_keras_serializable(package="bl_keras")
+class AdamCoupledWeightDecay(keras.optimizers.Adam):
+    """Adam with L2 weight decay added to the gradient, as PyTorch's `Adam(weight_decay=...)`
+    (the architecture optimizer of seed 002 and DARTS): the gradient becomes `g + wd * w` before
+    the moment estimates. (Keras' own `weight_decay=` is decoupled, as AdamW.) PyTorch's
+    epsilon (1e-8) is the default.
+
+    Args:
+        learning_rate: float or schedule (1e-4 in the paper).
+        beta_1: first-moment decay (0.5 in the paper).
+        beta_2: second-moment decay (0.999).
+        l2: the coupled decay coefficient (3e-4 in the paper).
+        epsilon: added to the denominator (1e-8, PyTorch's default).
+        **kwargs: passed to `keras.optimizers.Adam`.
+    """
+
+    def __init__(self, learning_rate=1e-4, beta_1=0.5, beta_2=0.999, l2=3e-4, epsilon=1e-8,
+                 **kwargs):
+        super().__init__(learning_rate=learning_rate, beta_1=beta_1, beta_2=beta_2,
+                         epsilon=epsilon, **kwargs)
+        if l2 < 0:
+            raise ValueError(f"l2 must be >= 0, got {l2!r}")
+        self.l2 = l2
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.l2:
+            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}

@@ -17,7 +17,7 @@ import time
 import keras
 
 from bl_keras import models, profile
-from bl_keras.training import distributed, optim
+from bl_keras.training import distributed, methods, optim
 from bl_keras.training.distributed import STRATEGIES, make_strategy
 
 PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -25,7 +25,7 @@ PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_
 
 @dataclasses.dataclass
 class TrainConfig:
-    model: str  # a name of bl_keras.models.list_models()
+    model: str | None  # a name of bl_keras.models.list_models() (None with init_model)
     model_dir: str  # checkpoints, logs, history.csv, model.keras, metrics.json
     dataset: str = "digits"  # pipelines spec (speech:PATH and speech_commands for speech models)
     data_dir: str | None = None  # where cifar/imagenet/speech_commands are prepared
@@ -53,6 +53,13 @@ class TrainConfig:
     color_jitter: float = 0.0
     on_error: str = "skip"
     verbose: int | str = "auto"
+    init_model: str | None = None  # a saved .keras model to fine-tune (architecture + weights)
+    search: str = "none"  # training method: "none" (plain) or "alternating" (seed 002's search)
+    arch_split: float = 0.2  # alternating: fraction of each class held out as D_b
+    arch_lr: float = 1e-4  # alternating: the architecture optimizer (Adam) ...
+    arch_beta1: float = 0.5
+    arch_beta2: float = 0.999
+    arch_weight_decay: float = 3e-4  # ... and its coupled L2 (PyTorch Adam's weight_decay)
 
     def validate(self):
         if self.strategy not in STRATEGIES:
@@ -67,6 +74,13 @@ class TrainConfig:
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int) or value < 1:
                 raise ValueError(f"{name} must be a positive integer, got {value!r}")
+        if self.search not in methods.METHODS:
+            raise ValueError(f"search must be one of {tuple(methods.METHODS)}, got "
+                             f"{self.search!r}")
+        if self.init_model is not None:
+            if not os.path.exists(self.init_model):
+                raise ValueError(f"init_model {self.init_model!r} does not exist")
+            return
         if self.model not in models.list_models():
             raise ValueError(f"unknown model {self.model!r}; known: {models.list_models()}")
         import pipelines
@@ -162,15 +176,27 @@ class HistoryCSV(keras.callbacks.CSVLogger):
 
 
 class ReportBadData(keras.callbacks.Callback):
-    """Logs, after each epoch, every example the input pipeline skipped as bad."""
+    """Logs, after each epoch, every example the input pipelines skipped as bad."""
 
-    def __init__(self, report):
+    def __init__(self, reports):
         super().__init__()
-        self.report = report
+        self.reports = [r for r in reports if r is not None]
 
     def on_epoch_end(self, epoch, logs=None):
-        if self.report is not None:
-            self.report.warn()
+        for report in self.reports:
+            report.warn()
+
+
+class EpochLoggers(keras.callbacks.Callback):
+    """Calls each training method logger's `write(epoch)` (1-based) after every epoch."""
+
+    def __init__(self, loggers):
+        super().__init__()
+        self.loggers = loggers
+
+    def on_epoch_end(self, epoch, logs=None):
+        for logger in self.loggers:
+            logger.write(epoch + 1)
 
 
 def set_precision(mixed_precision):
@@ -189,16 +215,31 @@ def _data_kwargs(config):
     return dict(image_size=config.image_size, color_jitter=config.color_jitter)
 
 
-def train_dataset(config, input_context=None, repeat=True):
+def train_dataset(config, input_context=None, repeat=True, subset=None):
     """The training pipeline of the config (per-replica batches with `input_context`),
     repeated: an epoch is `steps_per_epoch` batches of one endless stream, so bad examples
-    skipped on the way never make an epoch run out of data."""
+    skipped on the way never make an epoch run out of data. `subset`: a `pipelines.Subset`
+    of the split (the search's D_a / D_b)."""
     import pipelines
 
     return pipelines.get_dataset(
         config.dataset, config.train_split, batch_size=config.batch_size, training=True,
         data_dir=config.data_dir, on_error=config.on_error, num_classes=config.classes,
-        seed=config.seed, input_context=input_context, repeat=repeat, **_data_kwargs(config))
+        seed=config.seed, input_context=input_context, repeat=repeat, subset=subset,
+        **_data_kwargs(config))
+
+
+def make_method(config):
+    """The training method of the config (`methods.METHODS[config.search]`)."""
+    options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
+               if f.name.startswith("arch_")}
+    return methods.METHODS[config.search].from_options(**options)
+
+
+def method_train_dataset(config, method, input_context=None):
+    """The method's training stream (the whole split, or D_a zipped with D_b)."""
+    return method.train_data(lambda subset: train_dataset(config, input_context,
+                                                          subset=subset))
 
 
 def eval_dataset(config):
@@ -242,7 +283,17 @@ def steps_per_epoch(config, train):
 
 def build_model(config, classes):
     """The model of the config; speech models average their per-frame outputs over time
-    (`pooling="avg"`), one prediction per window."""
+    (`pooling="avg"`), one prediction per window. With `init_model`, the saved model
+    (architecture and weights) instead: fine-tuning, e.g. of a pruned model."""
+    if config.init_model is not None:
+        import bl_keras  # noqa: F401  (registers the layers the file names)
+
+        model = keras.models.load_model(config.init_model, compile=False)
+        wanted, got = input_shape(config), tuple(model.inputs[0].shape[1:])
+        if any(g is not None and g != w for g, w in zip(got, wanted)):
+            raise ValueError(f"init_model {config.init_model!r} takes inputs {got}, but the "
+                             f"config feeds {wanted} (image_size / num_frames)")
+        return model
     extra = {"pooling": "avg"} if is_speech_model(config.model) else {}
     return models.get(config.model, classes=classes, input_shape=input_shape(config),
                       **extra, **config.model_kwargs)
@@ -263,9 +314,11 @@ def make_optimizer(config, total_steps):
     return optim.make_optimizer(config.optimizer, learning_rate, config.weight_decay)
 
 
-def compile_model(model, config, total_steps):
+def compile_model(model, config, total_steps=None, optimizer=None):
+    """Compiles with the recipe's optimizer (or `optimizer`, e.g. the trained one), loss and
+    top-1/top-5 metrics."""
     model.compile(
-        optimizer=make_optimizer(config, total_steps),
+        optimizer=optimizer or make_optimizer(config, total_steps),
         loss=optim.make_loss(config.label_smoothing),
         metrics=[keras.metrics.SparseCategoricalAccuracy(name="top1"),
                  keras.metrics.SparseTopKCategoricalAccuracy(5, name="top5")],
@@ -285,11 +338,14 @@ def train(config):
         return train_custom(config)
     strategy = make_strategy(config.strategy)
     check_usable(config)
-    train_ds, eval_ds = train_dataset(config), eval_dataset(config)
+    method = make_method(config)
+    train_ds, eval_ds = method_train_dataset(config, method), eval_dataset(config)
     classes = num_classes(config, train_ds)
     steps = steps_per_epoch(config, train_ds)
     with strategy.scope():
-        model = compile_model(build_model(config, classes), config, steps * config.epochs)
+        network = build_model(config, classes)
+        model = compile_model(methods.MethodModel(network, method), config,
+                              steps * config.epochs)
     throughput = Throughput(config.batch_size)
     callbacks = [
         StopOnNonFiniteLoss(),
@@ -297,13 +353,20 @@ def train(config):
                                          delete_checkpoint=False),
         keras.callbacks.TensorBoard(os.path.join(config.model_dir, "logs")),
         HistoryCSV(os.path.join(config.model_dir, "history.csv")),
-        ReportBadData(train_ds.bad_data),
+        ReportBadData(_reports(train_ds)),
+        EpochLoggers(method.loggers(network, config.model_dir)),
         throughput,
     ]
     model.fit(train_ds, epochs=config.epochs, steps_per_epoch=steps, callbacks=callbacks,
               shuffle=False,  # the pipeline shuffles
               verbose=config.verbose)
-    return finish(model, config, eval_ds, [train_ds.bad_data], throughput.images_per_second)
+    with strategy.scope():  # model.keras holds the network with its trained optimizer
+        compile_model(network, config, optimizer=model.optimizer)
+    return finish(network, config, eval_ds, _reports(train_ds), throughput.images_per_second)
+
+
+def _reports(dataset):
+    return getattr(dataset, "bad_data_reports", [dataset.bad_data])
 
 
 def train_custom(config):
@@ -314,6 +377,7 @@ def train_custom(config):
     classes = num_classes(config, probe)
     steps = steps_per_epoch(config, probe)
     built = {}
+    method = make_method(config)
 
     def build():
         built["model"] = build_model(config, classes)
@@ -322,8 +386,17 @@ def train_custom(config):
     made = []
 
     def dataset_fn(context):
-        made.append(train_dataset(config, context))
+        made.append(method_train_dataset(config, method, context))
         return made[-1]
+
+    loggers = []
+
+    def on_epoch_end(epoch, row):
+        if distributed.is_chief(strategy):
+            if not loggers:
+                loggers.extend(method.loggers(built["model"], config.model_dir))
+            for logger in loggers:
+                logger.write(epoch)
 
     start = time.perf_counter()
     rows = distributed.train_custom_loop(
@@ -331,13 +404,14 @@ def train_custom(config):
         epochs=config.epochs, global_batch_size=config.batch_size,
         make_optimizer=lambda: make_optimizer(config, steps * config.epochs),
         loss=optim.make_loss(config.label_smoothing), model_dir=config.model_dir,
-        steps_per_epoch=steps, verbose=1 if config.verbose == "auto" else config.verbose)
+        steps_per_epoch=steps, verbose=1 if config.verbose == "auto" else config.verbose,
+        method=method, on_epoch_end=on_epoch_end)
     seconds = time.perf_counter() - start
     if not distributed.is_chief(strategy):
         return {}
     rate = len(rows) * steps * config.batch_size / seconds if rows else None
     # Bad examples counted by this (the chief's) input pipeline; each worker logs its own.
-    reports = [made[-1].bad_data] if made else []
+    reports = _reports(made[-1]) if made else []
     return finish(built["model"], config, eval_dataset(config), reports, rate)
 
 
@@ -349,7 +423,7 @@ def finish(model, config, eval_ds, reports, images_per_second):
     reports = [*reports, eval_ds.bad_data]
     skipped = sum(r.count for r in reports if r is not None)
     metrics = {
-        "model": config.model,
+        "model": config.model or model.name,
         "dataset": config.dataset,
         "eval_split": config.eval_split,
         "top1": float(results["top1"]),

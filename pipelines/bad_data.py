@@ -41,7 +41,24 @@ class BadExampleError(ValueError):
     """A bad example met with `on_error="raise"`."""
 
 
-class BadDataReport:
+class Counted:
+    """`count` and `warn()` over a report's `names` (each name warned about once)."""
+
+    @property
+    def count(self):
+        return len(self.names)
+
+    def warn(self):
+        """Logs a warning naming each skipped example not reported before; returns the count."""
+        names = self.names
+        for name in names:
+            if name not in self._warned:
+                log.warning("skipped bad example %s", name)
+                self._warned.add(name)
+        return len(names)
+
+
+class BadDataReport(Counted):
     """The examples a pipeline skipped as bad, by name.
 
     Args:
@@ -94,19 +111,6 @@ class BadDataReport:
             self._skipped.update(_name_of(k) for k in done)
             self._table.remove(tf.constant(done))  # known now: keeps the table small over passes
         return sorted(self._skipped)
-
-    @property
-    def count(self):
-        return len(self.names)
-
-    def warn(self):
-        """Logs a warning naming each skipped example not reported before; returns the count."""
-        names = self.names
-        for name in names:
-            if name not in self._warned:
-                log.warning("skipped bad example %s", name)
-                self._warned.add(name)
-        return len(names)
 
 
 def _name_of(key):

@@ -38,10 +38,11 @@ Two ways of choosing, by what is known about the examples up front:
 
 import dataclasses
 import fractions
-import logging
 
 import numpy as np
 import tensorflow as tf
+
+from pipelines import bad_data
 
 PARTS = ("a", "b")
 MAX_DENOMINATOR = 10**6
@@ -50,7 +51,6 @@ STREAM_FORMS = ("records", "tfds")
 MAX_LABEL = 1 << 16  # classes not known: each label in [0, MAX_LABEL) has its own counter
 
 _graph = tf.autograph.experimental.do_not_convert  # plain graph code, no AutoGraph conversion
-log = logging.getLogger("pipelines")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -192,7 +192,7 @@ def split_stream(source, subset, on_error="skip", streaming=False, num_classes=N
 
     Records are read shard by shard in sorted name order; a record that is not a
     tf.train.Example is a bad example of this step (skipped and reported, or raised)."""
-    from pipelines import bad_data, files
+    from pipelines import files
 
     num_classes = num_classes or source.num_classes
     if source.form == "records":
@@ -226,7 +226,7 @@ def merge_reports(report, split_report):
     return MergedReport(split_report, report)
 
 
-class MergedReport:
+class MergedReport(bad_data.Counted):
     """The bad examples of several `BadDataReport`s of one pipeline, as one report
     (`names`, `count`, `warn()`, `streaming`)."""
 
@@ -238,15 +238,3 @@ class MergedReport:
     @property
     def names(self):
         return sorted(set().union(*(r.names for r in self.reports)))
-
-    @property
-    def count(self):
-        return len(self.names)
-
-    def warn(self):
-        names = self.names
-        for name in names:
-            if name not in self._warned:
-                log.warning("skipped bad example %s", name)
-                self._warned.add(name)
-        return len(names)

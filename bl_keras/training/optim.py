@@ -6,8 +6,21 @@ from keras import ops
 OPTIMIZERS = ("sgd", "adamw")
 
 
+class _CoupledL2:
+    """Adds `l2 * w` to every gradient before the optimizer's own update (PyTorch's
+    `weight_decay=` of SGD and Adam), for an optimizer class that sets `self.l2`."""
+
+    def update_step(self, gradient, variable, learning_rate):
+        if self.l2:
+            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
+        return super().update_step(gradient, variable, learning_rate)
+
+    def get_config(self):
+        return {**super().get_config(), "l2": self.l2}
+
+
 @keras.saving.register_keras_serializable(package="bl_keras")
-class SGDCoupledWeightDecay(keras.optimizers.SGD):
+class SGDCoupledWeightDecay(_CoupledL2, keras.optimizers.SGD):
     """SGD (Nesterov) with coupled L2 weight decay on all weights, as PyTorch's
     `SGD(weight_decay=...)` the official recipe uses: the gradient becomes `g + wd * w` before
     momentum. (Keras' own `weight_decay=` is decoupled: it shrinks weights outside the momentum.)
@@ -28,13 +41,6 @@ class SGDCoupledWeightDecay(keras.optimizers.SGD):
             raise ValueError(f"l2 must be >= 0, got {l2!r}")
         self.l2 = l2
 
-    def update_step(self, gradient, variable, learning_rate):
-        if self.l2:
-            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
-        return super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "l2": self.l2}
 
 
 def scaled_learning_rate(base_lr, batch_size, reference_batch=256):
@@ -101,7 +107,7 @@ class SmoothedSparseCrossentropy(keras.losses.Loss):
 
 
 @keras.saving.register_keras_serializable(package="bl_keras")
-class AdamCoupledWeightDecay(keras.optimizers.Adam):
+class AdamCoupledWeightDecay(_CoupledL2, keras.optimizers.Adam):
     """Adam with L2 weight decay added to the gradient, as PyTorch's `Adam(weight_decay=...)`
     (the architecture optimizer of seed 002 and DARTS): the gradient becomes `g + wd * w` before
     the moment estimates. (Keras' own `weight_decay=` is decoupled, as AdamW.) PyTorch's
@@ -124,10 +130,3 @@ class AdamCoupledWeightDecay(keras.optimizers.Adam):
             raise ValueError(f"l2 must be >= 0, got {l2!r}")
         self.l2 = l2
 
-    def update_step(self, gradient, variable, learning_rate):
-        if self.l2:
-            gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
-        return super().update_step(gradient, variable, learning_rate)
-
-    def get_config(self):
-        return {**super().get_config(), "l2": self.l2}

@@ -50,12 +50,12 @@ def test_table4_rows_carry_our_numbers():
 
 def test_multires_benchmark_smoke(tmp_path):
     out = subprocess.run(
-        [sys.executable, str(SCRIPT), "--rows=nopool,onelevel", "--epochs=1", "--width=4",
+        [sys.executable, str(SCRIPT), "--rows=onelevel", "--epochs=1", "--width=4",
          "--batch_size=32", "--steps_per_epoch=1", f"--workdir={tmp_path}",
          "--runtimes=graph", "--repeats=2", "--latency_repeats=2", "--nobreakdown"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
-    for label in ("No Pooling", "Our Model (one res.)", "Our Model"):
+    for label in ("Our Model (one res.)", "Our Model"):
         assert re.search(rf"\| 1 +\| {re.escape(label)} +\| \d+\.\d +\| ", out), label
     assert (tmp_path / "onelevel" / "init.keras").exists()
     assert (tmp_path / "learned" / "model.keras").exists()

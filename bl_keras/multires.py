@@ -25,6 +25,7 @@ from bl_keras.layers.multires import (
     architecture_weights,
     network_weights,
 )
+from bl_keras.training.methods import search_model
 
 
 def multires_layers(model):
@@ -279,14 +280,6 @@ def _plain_block(x, source, level):
     if source.residual:
         y = keras.layers.Add(name=f"{name}_add")([x, y])
     return y
-
-
-def search_model(model, **kwargs):
-    """`model` wrapped for `fit` with the alternating search of section 3.4 (see
-    `bl_keras.training.methods.search_model`)."""
-    from bl_keras.training.methods import search_model as wrap
-
-    return wrap(model, **kwargs)
 
 
 __all__ = ["DepthMix", "MultiResConv", "architecture_weights", "depth_weights", "kept_levels",

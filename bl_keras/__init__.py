@@ -4,8 +4,8 @@ Importing it registers every custom layer, optimizer and loss, so `keras.models.
 reads bl_keras models without `custom_objects`.
 """
 
-from bl_keras import layers, models, multires, profile, training
+from bl_keras import layers, models, multires, profile, slimmable, training
 
 __version__ = "0.1.0"
 
-__all__ = ["layers", "models", "multires", "profile", "training", "__version__"]
+__all__ = ["layers", "models", "multires", "profile", "slimmable", "training", "__version__"]

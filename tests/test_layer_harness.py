@@ -15,6 +15,12 @@ from bl_keras.layers.big_little import BigLittleModule
 from bl_keras.layers.blocks import ResidualBlock, SqueezeExcite
 from bl_keras.layers.merge import UpsampleAdd
 from bl_keras.layers.shuffle import ChannelShuffle
+from bl_keras.layers.slimmable import (
+    SlimmableBatchNormalization,
+    SlimmableConv2D,
+    SlimmableDense,
+    SlimmableDepthwiseConv2D,
+)
 from bl_keras.models.common import MinImageSize
 from bl_keras.models.speech import FrequencyUpsample, MinFrames
 
@@ -195,6 +201,63 @@ class LayerHarnessTest(testing.TestCase):
             expected_output_shape=(2, 8, 6, 8),
             expected_num_trainable_weights=0,
             expected_num_non_trainable_weights=0,
+            supports_masking=False,
+            run_training_check=True,
+            run_mixed_precision_check=True,
+        )
+
+    # Slimmable layers at their largest width (the harness builds them at full width). BN
+    # runs in training mode: in inference an uncalibrated slimmable BN raises by design.
+    def test_slimmable_conv2d(self):
+        self.run_layer_test(
+            SlimmableConv2D,
+            init_kwargs={"filters": 16, "kernel_size": 3, "padding": "same", "strides": 2,
+                         "use_bias": True, "width_range": (0.5, 1.0)},
+            input_shape=(2, 8, 8, 8),
+            expected_output_shape=(2, 4, 4, 16),
+            expected_num_trainable_weights=2,
+            expected_num_non_trainable_weights=0,
+            supports_masking=False,
+            run_training_check=True,
+            run_mixed_precision_check=True,
+        )
+
+    def test_slimmable_depthwise_conv2d(self):
+        self.run_layer_test(
+            SlimmableDepthwiseConv2D,
+            init_kwargs={"kernel_size": 3, "padding": "valid", "width_range": (0.5, 1.0)},
+            input_shape=(2, 8, 8, 8),
+            expected_output_shape=(2, 6, 6, 8),
+            expected_num_trainable_weights=1,
+            expected_num_non_trainable_weights=0,
+            supports_masking=False,
+            run_training_check=True,
+            run_mixed_precision_check=True,
+        )
+
+    def test_slimmable_dense(self):
+        self.run_layer_test(
+            SlimmableDense,
+            init_kwargs={"units": 16, "slim_out": True, "activation": "relu",
+                         "width_range": (0.5, 1.0)},
+            input_shape=(2, 8),
+            expected_output_shape=(2, 16),
+            expected_num_trainable_weights=2,
+            expected_num_non_trainable_weights=0,
+            supports_masking=False,
+            run_training_check=True,
+            run_mixed_precision_check=True,
+        )
+
+    def test_slimmable_batch_normalization(self):
+        self.run_layer_test(
+            SlimmableBatchNormalization,
+            init_kwargs={"width_range": (0.5, 1.0)},
+            input_shape=(2, 4, 4, 8),
+            call_kwargs={"training": True},
+            expected_output_shape=(2, 4, 4, 8),
+            expected_num_trainable_weights=BN_TRAINABLE,
+            expected_num_non_trainable_weights=BN_NON_TRAINABLE,
             supports_masking=False,
             run_training_check=True,
             run_mixed_precision_check=True,

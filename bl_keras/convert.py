@@ -1,4 +1,5 @@
-"""Loading official PyTorch Big-Little Net weights (IBM/BigLittleNet) into the Keras models.
+"""Loading official PyTorch weights into the Keras models: Big-Little Net (IBM/BigLittleNet) and
+the US-MobileNets of MutualNet / US-Nets (taoyang1122/MutualNet, JiahuiYu/slimmable_networks).
 
 The official code (`models/blresnet.py`, `blresnext.py`, `blseresnext.py`) names its modules
 `conv1`/`bn1` (stem), `b_conv0`, `l_conv0..2`, `bl_init` (the Big-Little stem), `layerN.big.i`,
@@ -12,10 +13,21 @@ linear weights (out, in) -> (in, out), the SE block's 1x1 convs (out, in, 1, 1) 
 (in, out), BatchNorm weight/bias/running_mean/running_var -> gamma/beta/moving_mean/
 moving_variance. `num_batches_tracked` is ignored.
 
-Only the Big-Little models have official checkpoints. The baselines (`resnet50`, ...) are mapped
-with the same names (`layerN.i`), but torchvision checkpoints do not fit them: their strided
-shortcut is a strided 1x1 conv (`downsample.0`), ours the official AvgPool + 1x1 conv, and the
-mismatch is reported as such.
+MutualNet's `models/mobilenet_v1.py` / `mobilenet_v2.py` name the stem `features.0.{0,1}`, block
+N `features.N.body.K` (K = 3 * its unit + 0 for the conv, 1 for the BN; units in order expand,
+depthwise, pointwise / project), V2's tail `features.18.{0,1}` and the classifier
+`classifier.0`; our layers are `stem_conv`, `blockN_{expand,dw,pw,project}_{conv,bn}`,
+`head_conv`/`head_bn` and `predictions` (`mobilenet_targets`). Depthwise weights (C, 1, kH, kW)
+-> (kH, kW, C, 1). Their checkpoints hold no usable BatchNorm statistics (the official code
+computes post-statistics after loading: `bl_keras.slimmable.calibrate_batch_norm`), so every
+`running_mean`/`running_var` is ignored, the per-width `bn.N.running_*` of `USBatchNorm2d`
+included, and BatchNorm layers take gamma and beta only. The plain `mobilenet_v1/v2` at width 1.0
+take the same weights; their moving statistics must then be re-estimated.
+
+Only the Big-Little models and the US-MobileNets have official checkpoints. The ResNet baselines
+(`resnet50`, ...) are mapped with the same names (`layerN.i`), but torchvision checkpoints do not
+fit them: their strided shortcut is a strided 1x1 conv (`downsample.0`), ours the official
+AvgPool + 1x1 conv, and the mismatch is reported as such.
 
 >>> from bl_keras import convert, models
 >>> model = models.bl_resnet50(include_preprocessing=False)
@@ -32,6 +44,12 @@ from keras import layers
 
 from bl_keras.layers.big_little import BigLittleModule
 from bl_keras.layers.blocks import ResidualBlock
+from bl_keras.layers.slimmable import (
+    SlimmableBatchNormalization,
+    SlimmableConv2D,
+    SlimmableDense,
+    SlimmableDepthwiseConv2D,
+)
 
 # Functional layers of our models -> official module names.
 LAYER_NAMES = {
@@ -59,12 +77,16 @@ BN_PARAMS = (
 )
 IGNORED_SUFFIX = "num_batches_tracked"
 TORCH_SUFFIXES = (".pth", ".pt", ".tar")
+CHECKPOINT_ENTRIES = ("state_dict", "model")  # where a training checkpoint keeps its weights
+NPZ_STATE_PREFIX = "state/"  # a reference .npz of state dict and test arrays: the state dict
+HINT = "Check that the model, alpha, beta and classes are those of the checkpoint."
 MAX_LISTED = 20  # entries shown per category in a mismatch error
 
 # How an official array maps onto a Keras variable: (PyTorch shape from Keras shape,
 # Keras array from PyTorch array).
 LAYOUTS = {
     "conv": (lambda s: (s[3], s[2], s[0], s[1]), lambda a: a.transpose(2, 3, 1, 0)),
+    "depthwise": (lambda s: (s[2], s[3], s[0], s[1]), lambda a: a.transpose(2, 3, 0, 1)),
     "dense": (lambda s: (s[1], s[0]), lambda a: a.T),
     "conv1x1_dense": (lambda s: (s[1], s[0], 1, 1), lambda a: a.reshape(a.shape[:2]).T),
     "same": (lambda s: tuple(s), lambda a: a),
@@ -163,10 +185,80 @@ def module_targets(module, prefix):
     return table
 
 
+MOBILENET_UNIT = re.compile(r"block(\d+)_(expand|dw|pw|project)_(conv|bn)")
+MOBILENET_UNITS = ("expand", "dw", "pw", "project")  # the official `body` order
+BN_STATISTICS = re.compile(r"\.(running_mean|running_var)$")
+MOBILENET_HINT = ("Check that the model (us_mobilenet_v1 / v2), width_range (built at its "
+                  "largest width, 1.0 for the official weights) and classes are those of the "
+                  "checkpoint.")
+
+
+def is_mobilenet(model):
+    """Whether `model` is one of our (US-)MobileNets, named as `bl_keras.models.slimmable`."""
+    return any(MOBILENET_UNIT.fullmatch(layer.name) for layer in model.layers)
+
+
+def _mobilenet_layer_targets(prefix, layer):
+    if isinstance(layer, (layers.DepthwiseConv2D, SlimmableDepthwiseConv2D)):
+        return conv_targets(prefix, layer, "depthwise")
+    if isinstance(layer, (layers.Conv2D, SlimmableConv2D)):
+        return conv_targets(prefix, layer)
+    if isinstance(layer, (layers.BatchNormalization, SlimmableBatchNormalization)):
+        return {f"{prefix}.weight": Target(layer.gamma, "same"),
+                f"{prefix}.bias": Target(layer.beta, "same")}
+    if isinstance(layer, (layers.Dense, SlimmableDense)):
+        return dense_targets(prefix, layer)
+    raise ValueError(f"no official counterpart for layer {layer.name!r} of type "
+                     f"{type(layer).__name__}")
+
+
+def mobilenet_targets(model):
+    """Official MutualNet / US-Net keys of a `us_mobilenet_v1/v2` (or plain `mobilenet_v1/v2`)
+    -> its variables. BatchNorm statistics have no key (see the module docstring)."""
+    names = {layer.name for layer in model.layers}
+    blocks = {int(m[1]) for m in map(MOBILENET_UNIT.fullmatch, names) if m}
+    table = {}
+    for layer in model.layers:
+        if not layer.weights:
+            continue
+        unit = MOBILENET_UNIT.fullmatch(layer.name)
+        part = layer.name.rsplit("_", 1)[-1]  # conv or bn
+        if unit:
+            block = unit[1]
+            present = [u for u in MOBILENET_UNITS if f"block{block}_{u}_conv" in names]
+            index = 3 * present.index(unit[2]) + (part == "bn")
+            prefix = f"features.{block}.body.{index}"
+        elif layer.name in ("stem_conv", "stem_bn"):
+            prefix = f"features.0.{int(part == 'bn')}"
+        elif layer.name in ("head_conv", "head_bn"):
+            prefix = f"features.{max(blocks) + 1}.{int(part == 'bn')}"
+        elif layer.name == "predictions":
+            prefix = "classifier.0"
+        else:
+            raise ValueError(f"no official counterpart for layer {layer.name!r} of model "
+                             f"{model.name!r}")
+        table.update(_mobilenet_layer_targets(prefix, layer))
+    statistics = {id(layer.moving_mean) for layer in model.layers if hasattr(layer, "moving_mean")}
+    statistics |= {id(layer.moving_variance) for layer in model.layers
+                   if hasattr(layer, "moving_variance")}
+    _check_covered(model, table, statistics)
+    return table
+
+
+def _check_covered(model, table, ignored=frozenset()):
+    covered = {id(target.variable) for target in table.values()} | set(ignored)
+    uncovered = [w.path for w in model.weights if id(w) not in covered]
+    if uncovered:
+        raise ValueError(f"model {model.name!r} has weights with no official counterpart: "
+                         f"{', '.join(uncovered)}")
+
+
 def official_targets(model):
-    """Every official `state_dict` key (without `num_batches_tracked`) -> its Keras `Target`,
-    in the model's layer order. Raises a ValueError if the model has weights the official
-    networks do not have."""
+    """Every official `state_dict` key (without `num_batches_tracked`; for the MobileNets,
+    without BatchNorm statistics) -> its Keras `Target`, in the model's layer order. Raises a
+    ValueError if the model has weights the official networks do not have."""
+    if is_mobilenet(model):
+        return mobilenet_targets(model)
     table = {}
     for layer in model.layers:
         if not layer.weights:
@@ -182,11 +274,7 @@ def official_targets(model):
         else:
             raise ValueError(f"no official counterpart for layer {layer.name!r} of model "
                              f"{model.name!r}")
-    covered = {id(target.variable) for target in table.values()}
-    uncovered = [w.path for w in model.weights if id(w) not in covered]
-    if uncovered:
-        raise ValueError(f"model {model.name!r} has weights with no official counterpart: "
-                         f"{', '.join(uncovered)}")
+    _check_covered(model, table)
     return table
 
 
@@ -226,9 +314,11 @@ def _read_file(path):
 
 
 def read_state_dict(source):
-    """An official state dict as {key: float32 numpy array}, from a `.pth`/`.pth.tar`
-    checkpoint (weights possibly under "state_dict"), a `.npz` file or a mapping of arrays or
-    tensors. Strips DataParallel's "module." prefix and drops `num_batches_tracked`."""
+    """An official state dict as {key: float32 numpy array}, from a `.pt`/`.pth`/`.pth.tar`
+    checkpoint (weights possibly under "state_dict" or "model"), a `.npz` file (of the state
+    dict, or with it under `state/<key>` beside other arrays, as the reference files) or a
+    mapping of arrays or tensors. Strips DataParallel's "module." prefix and drops
+    `num_batches_tracked`."""
     if isinstance(source, Mapping):
         raw = source
     elif isinstance(source, (str, os.PathLike)):
@@ -240,8 +330,13 @@ def read_state_dict(source):
         )
     if not isinstance(raw, Mapping):
         raise ValueError(f"expected a state dict (mapping) in {source!r}, got {type(raw).__name__}")
-    if isinstance(raw.get("state_dict"), Mapping):
-        raw = raw["state_dict"]
+    for entry in CHECKPOINT_ENTRIES:
+        if isinstance(raw.get(entry), Mapping):
+            raw = raw[entry]
+            break
+    if any(key.startswith(NPZ_STATE_PREFIX) for key in raw):
+        raw = {key[len(NPZ_STATE_PREFIX):]: value for key, value in raw.items()
+               if key.startswith(NPZ_STATE_PREFIX)}
     state = {}
     for key, value in raw.items():
         name = key[len("module."):] if key.startswith("module.") else key
@@ -260,9 +355,10 @@ def _listing(title, lines):
     return [f"{title} ({len(lines)}):", *shown]
 
 
-def check_state_dict(targets, state, name="model"):
+def check_state_dict(targets, state, name="model", hint=HINT):
     """Raises one ValueError listing every missing key, unexpected key and shape mismatch of
-    `state` against `targets` (see `official_targets`); returns None if all match."""
+    `state` against `targets` (see `official_targets`), ending its first line with `hint`;
+    returns None if all match."""
     missing = [key for key in targets if key not in state]
     unexpected = [key for key in state if key not in targets]
     mismatched = [
@@ -275,7 +371,7 @@ def check_state_dict(targets, state, name="model"):
     lines = [
         f"official weights do not match {name} (missing keys: {len(missing)}, unexpected "
         f"keys: {len(unexpected)}, shape mismatches: {len(mismatched)}; shapes in PyTorch "
-        "layout). Check that the model, alpha, beta and classes are those of the checkpoint."
+        f"layout). {hint}"
     ]
     if missing:
         lines += _listing("missing keys (in the model, not in the weights)", missing)
@@ -286,36 +382,44 @@ def check_state_dict(targets, state, name="model"):
     raise ValueError("\n".join(lines))
 
 
-def assign_official(targets, state, name="model"):
+def assign_official(targets, state, name="model", hint=HINT):
     """Checks `state` against `targets` (nothing is assigned if anything differs), then copies
     every array, converted to Keras layout, into its variable."""
-    check_state_dict(targets, state, name)
+    check_state_dict(targets, state, name, hint)
     for key, target in targets.items():
         target.variable.assign(target.to_keras(state[key]))
 
 
 def load_official_weights(model, source):
-    """Loads official PyTorch Big-Little Net weights into `model` and returns it.
+    """Loads official PyTorch Big-Little Net or MutualNet / US-Net weights into `model` and
+    returns it.
 
     Args:
         model: a built Big-Little model of `bl_keras.models` (e.g. `bl_resnet50(alpha=2,
-            beta=4)`) matching the checkpoint's architecture.
+            beta=4)`) or a `us_mobilenet_v1/v2` (built at width 1.0: the checkpoint's full
+            width; plain `mobilenet_v1/v2(1.0)` too) matching the checkpoint's architecture.
         source: path to an official `.pth`/`.pth.tar` checkpoint (read with torch, which must
             be installed: `pip install bl_keras[torch]`), path to a `.npz` of the state dict,
-            or a mapping key -> numpy array or torch tensor. A "state_dict" entry and
-            "module." prefixes are handled; `num_batches_tracked` is ignored. A model built
-            with `include_top=False` takes all weights but the classifier's (`fc.*`).
+            or a mapping key -> numpy array or torch tensor. A "state_dict" (or "model")
+            entry, `state/` keys of a `.npz` and "module." prefixes are handled;
+            `num_batches_tracked` is ignored, and so are the MobileNets' BatchNorm statistics
+            (calibrate them after loading). A model built with `include_top=False` takes all
+            weights but the classifier's (`fc.*`, `classifier.*`).
 
     Raises:
         ValueError: listing all missing keys, unexpected keys and shape mismatches.
     """
     targets = official_targets(model)
     state = read_state_dict(source)
-    if "fc" not in {t.split(".", 1)[0] for t in targets}:
+    head, hint = "fc", HINT
+    if is_mobilenet(model):
+        head, hint = "classifier", MOBILENET_HINT
+        state = {k: v for k, v in state.items() if not BN_STATISTICS.search(k)}
+    if head not in {t.split(".", 1)[0] for t in targets}:
         # A feature extractor (include_top=False) takes everything but the classifier, as
         # keras.applications does with ImageNet weights.
-        state = {k: v for k, v in state.items() if not k.startswith("fc.")}
-    assign_official(targets, state, f"model {model.name!r}")
+        state = {k: v for k, v in state.items() if not k.startswith(f"{head}.")}
+    assign_official(targets, state, f"model {model.name!r}", hint)
     return model
 
 

@@ -4,7 +4,7 @@
 >>> model = models.get("bl_resnet50", alpha=2, beta=4, classes=10)
 """
 
-from bl_keras.models import cifar, multires, resnet
+from bl_keras.models import cifar, multires, resnet, slimmable, slimmable_cifar
 from bl_keras.models.cifar import (
     bl_resnet20_cifar,
     bl_resnet32_cifar,
@@ -45,6 +45,22 @@ from bl_keras.models.resnet import (
     seresnext101_32x4d,
 )
 from bl_keras.models.shufflenet import bl_shufflenet_v2, shufflenet_v2
+from bl_keras.models.slimmable import (
+    mobilenet_v1,
+    mobilenet_v2,
+    us_mobilenet_v1,
+    us_mobilenet_v2,
+)
+from bl_keras.models.slimmable_cifar import (
+    us_bl_resnet20_cifar,
+    us_bl_resnet32_cifar,
+    us_bl_resnet44_cifar,
+    us_bl_resnet56_cifar,
+    us_resnet20_cifar,
+    us_resnet32_cifar,
+    us_resnet44_cifar,
+    us_resnet56_cifar,
+)
 from bl_keras.models.speech import bl_pyr_resnet22_speech, bl_resnet22_speech, resnet22_speech
 
 _MODELS = {
@@ -80,6 +96,8 @@ _MODELS = {
         bl_resnet22_speech,
         bl_pyr_resnet22_speech,
         *multires.MODELS,
+        *slimmable.MODELS,
+        *slimmable_cifar.MODELS,
     )
 }
 
@@ -96,7 +114,8 @@ def get(name, **kwargs):
     return _MODELS[name](**kwargs)
 
 
-__all__ = ["cifar", "get", "list_models", "multires", "multires_cifar", "resnet", *_MODELS,
+__all__ = ["cifar", "get", "list_models", "multires", "multires_cifar", "resnet", "slimmable",
+           "slimmable_cifar", *_MODELS,
            "multires_10x64", "multires_8x128", "multires_eff_8x128", "multires_10x64_nopool",
            "multires_10x64_uniform", "multires_10x64_predefined", "multires_10x64_depth",
            "multires_20x64_depth"]

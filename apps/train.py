@@ -6,6 +6,9 @@
     python -m apps.train --model=multires_10x64 --search=alternating --arch_split=0.2 \
         --dataset=cifar10 --data_dir=/data/cifar --epochs=400 --model_dir=runs/search
 
+    python -m apps.train --model=us_resnet20_cifar --mutual_learning --width_range=0.25,1.0 \
+        --resolutions=32,28,24,20 --image_size=32 --dataset=digits --model_dir=runs/mutual
+
     python -m apps.train --init_model=runs/search/pruned.keras --dataset=cifar10 ... (fine-tune)
 
     python -m apps.train --model=bl_resnet22_speech --alpha=2 --beta=3 --dataset=speech:PATH \
@@ -74,8 +77,34 @@ flags.DEFINE_float("arch_beta1", 0.5, "alternating: Adam beta_1.")
 flags.DEFINE_float("arch_beta2", 0.999, "alternating: Adam beta_2.")
 flags.DEFINE_float("arch_weight_decay", 3e-4, "alternating: L2 added to the architecture "
                    "gradient (PyTorch Adam's weight_decay).")
+flags.DEFINE_bool("mutual_learning", False, "MutualNet's step (seed 003) on a slimmable model "
+                  "(us_*): full width on the largest resolution with the labels, the smallest "
+                  "and two random widths on random resolutions distilled from it.")
+flags.DEFINE_list("width_range", None, "mutual_learning: MIN,MAX widths to train (default the "
+                  "model's range).")
+flags.DEFINE_list("resolutions", None, "mutual_learning: input sizes, e.g. 224,192,160,128 (any "
+                  "order; the largest must be --image_size). One size: US-Net.")
+flags.DEFINE_bool("inplace_distillation", True, "mutual_learning: sub-networks learn the full "
+                  "network's softmax; false: the labels (the paper's detection setting).")
+flags.DEFINE_float("width_step", None, "mutual_learning: draw widths from MIN, MIN+STEP, ..., "
+                   "MAX (with --jit_compile=true the default is 0.05: XLA compiles one program "
+                   "per width and resolution).")
+flags.DEFINE_bool("decay_kernels_only", True, "mutual_learning: weight decay on conv (not "
+                  "depthwise) and dense kernels only, as the official recipe.")
+flags.DEFINE_integer("num_calibration_images", 2000, "Slimmable models: training images for "
+                     "the BatchNorm post-statistics computed before the final evaluation.")
 flags.DEFINE_string("model_dir", None, "Output folder (resumes from it if it has a backup).")
 flags.mark_flag_as_required("model_dir")
+
+
+def _numbers(name, values, kind):
+    if values is None:
+        return None
+    try:
+        return tuple(kind(v) for v in values if v.strip())
+    except ValueError:
+        raise app.UsageError(f"--{name} must be a comma-separated list of numbers, got "
+                             f"{','.join(values)!r}") from None
 
 
 def config_from_flags():
@@ -96,7 +125,12 @@ def config_from_flags():
         color_jitter=FLAGS.color_jitter, on_error=FLAGS.on_error, verbose=FLAGS.verbose,
         init_model=FLAGS.init_model, search=FLAGS.search, arch_split=FLAGS.arch_split,
         arch_lr=FLAGS.arch_lr, arch_beta1=FLAGS.arch_beta1, arch_beta2=FLAGS.arch_beta2,
-        arch_weight_decay=FLAGS.arch_weight_decay,
+        arch_weight_decay=FLAGS.arch_weight_decay, mutual_learning=FLAGS.mutual_learning,
+        width_range=_numbers("width_range", FLAGS.width_range, float),
+        resolutions=_numbers("resolutions", FLAGS.resolutions, int),
+        inplace_distillation=FLAGS.inplace_distillation, width_step=FLAGS.width_step,
+        decay_kernels_only=FLAGS.decay_kernels_only,
+        num_calibration_images=FLAGS.num_calibration_images,
     )
 
 

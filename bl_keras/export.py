@@ -12,6 +12,11 @@ TFLite conversion goes through a SavedModel export (the route that folds BatchNo
 convolutions) and allows builtin ops only, so a model needing TF (select) ops fails here with
 `UnsupportedOpsError` rather than on a phone.
 
+A slimmable model (MutualNet, seed 003) exports one configuration at a time: its
+`bl_keras.query_table.calibrated_subnetwork` (ordinary layers, calibrated BatchNorm) exports as
+above; `export_saved_model_signatures` puts several configurations in one SavedModel, one
+serving signature each (`signature_name`).
+
 Speech acoustic models (input named "features": log-mel windows `[64, frames, 3]`) export the
 same way, except that their inputs stay float32 everywhere (there is no uint8 form of
 normalised log-mels); "image" below then means such a window, and `image_size` is
@@ -142,6 +147,47 @@ def export_saved_model(model, path, image_size=None):
         ValueError: see `input_spec`.
     """
     _write_saved_model(model, path, input_spec(model, image_size, serving_dtype(model)))
+    return str(path)
+
+
+def signature_name(width, resolution):
+    """The SavedModel signature name of a slimmable configuration: "width_0_5_res_160"."""
+    return f"width_{width:g}_res_{resolution}".replace(".", "_")
+
+
+def _serving_fn(model):
+    def serve(images):
+        return model(tf.cast(images, tf.float32), training=False)
+
+    return serve
+
+
+def export_saved_model_signatures(models, path):
+    """Writes one SavedModel with a uint8 serving signature per model (each as
+    `export_saved_model` makes it); the first is also `serving_default`. Each model's
+    variables are saved once per signature (there is no sharing between sub-networks).
+
+    Args:
+        models: mapping signature name (a Python identifier, e.g. `signature_name(w, r)`) ->
+            (Keras image model, image_size or None for its static size).
+        path: directory to write.
+
+    Returns:
+        `path` as a string.
+    """
+    models = dict(models)
+    if not models:
+        raise ValueError("export_saved_model_signatures needs at least one model")
+    archive = keras.export.ExportArchive()
+    for name, (model, image_size) in models.items():
+        if not str(name).isidentifier():
+            raise ValueError(f"signature names must be Python identifiers, got {name!r}")
+        if takes_features(model):
+            raise ValueError(f"signature {name!r}: several signatures are for image models")
+        archive.track(model)
+        archive.add_endpoint(name, _serving_fn(model),
+                             input_signature=[input_spec(model, image_size, tf.uint8)])
+    archive.write_out(str(path), verbose=False)
     return str(path)
 
 
@@ -307,8 +353,9 @@ def tflite_predict(flatbuffer_or_path, images, batch_size=1):
     return arrays[0] if len(arrays) == 1 else arrays
 
 
-def saved_model_predict(saved_model, images, batch_size=64):
-    """Runs the serving signature of a SavedModel from `export_saved_model`.
+def saved_model_predict(saved_model, images, batch_size=64, signature=SERVING_KEY):
+    """Runs a serving signature (default `serving_default`) of a SavedModel from
+    `export_saved_model` or `export_saved_model_signatures`.
 
     Args:
         saved_model: its directory, or the object `tf.saved_model.load` returned.
@@ -323,7 +370,10 @@ def saved_model_predict(saved_model, images, batch_size=64):
     """
     loaded = tf.saved_model.load(str(saved_model)) if isinstance(
         saved_model, (str, os.PathLike)) else saved_model
-    serve = loaded.signatures[SERVING_KEY]
+    if signature not in loaded.signatures:
+        raise ValueError(f"the SavedModel has no signature {signature!r} (it has "
+                         f"{sorted(loaded.signatures)})")
+    serve = loaded.signatures[signature]
     (spec,) = serve.structured_input_signature[1].values()
     images = to_uint8(images) if spec.dtype == tf.uint8 else np.asarray(images, np.float32)
     parts = {}
@@ -355,7 +405,7 @@ def keras_predict(model, images, batch_size=64):
     return model.predict(np.asarray(images, np.float32), batch_size=batch_size, verbose=0)
 
 
-def parity(model, flatbuffer, images, batch_size=32):
+def parity(model, flatbuffer, images, batch_size=32, signature=SERVING_KEY):
     """How closely an export reproduces the Keras model on `images`.
 
     Args:
@@ -365,6 +415,7 @@ def parity(model, flatbuffer, images, batch_size=32):
             rounded to uint8, and Keras gets the same rounded images as float32).
         images: float images [N, H, W, C] in [0, 255].
         batch_size: images per TFLite / SavedModel call.
+        signature: the SavedModel signature to compare (default `serving_default`).
 
     Returns:
         {"max_abs_diff": largest absolute difference of the outputs (float),
@@ -376,7 +427,7 @@ def parity(model, flatbuffer, images, batch_size=32):
     if not isinstance(flatbuffer, (bytes, bytearray)) and os.path.isdir(flatbuffer):
         if serving_dtype(model) == tf.uint8:
             images = to_uint8(images)
-        got = saved_model_predict(flatbuffer, images, batch_size)
+        got = saved_model_predict(flatbuffer, images, batch_size, signature)
     else:
         got = tflite_predict(flatbuffer, images, batch_size)
     if isinstance(got, (list, dict)):

@@ -72,3 +72,105 @@ def mixing_heatmap(weights, path, beta=None, title="Mixing weights softmax(alpha
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def query_table_curve(rows, path, title="Width-resolution configurations"):
+    """Top-1 (%) against MMACs of a MutualNet query table (seed 003, Fig. 5): every
+    configuration as a point, each resolution's width sweep as a thin line in its colour, and
+    the best configuration under each MACs budget (`bl_keras.query_table.pareto_front`) as a
+    thick curve coloured by the resolution it selects.
+
+    Args:
+        rows: `query_table` rows (dicts with "width", "resolution", "macs", "top1").
+        path: PNG file to write.
+    """
+    from bl_keras.query_table import pareto_front
+
+    rows = list(rows)
+    if not rows:
+        raise ValueError("query_table_curve needs at least one row")
+    resolutions = sorted({r["resolution"] for r in rows}, reverse=True)
+    cmap = plt.get_cmap("tab10")
+    colour = {res: cmap(i % 10) for i, res in enumerate(resolutions)}
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    for res in resolutions:
+        sweep = sorted((r for r in rows if r["resolution"] == res), key=lambda r: r["macs"])
+        ax.plot([r["macs"] / 1e6 for r in sweep], [100 * r["top1"] for r in sweep], "o-",
+                color=colour[res], alpha=0.35, lw=1, ms=3)
+    front = pareto_front(rows)
+    xs = [r["macs"] / 1e6 for r in front]
+    ys = [100 * r["top1"] for r in front]
+    ax.plot(xs, ys, color="0.6", lw=1, ls=":", zorder=2)  # joins runs of different sizes
+    start = 0
+    for i in range(1, len(front) + 1):
+        if i == len(front) or front[i]["resolution"] != front[start]["resolution"]:
+            res = front[start]["resolution"]
+            ax.plot(xs[start:i], ys[start:i], "o-", color=colour[res], lw=2.5, ms=5, zorder=3)
+            start = i
+    for res in resolutions:
+        ax.plot([], [], "o-", color=colour[res], lw=2.5, label=f"{res}x{res}")
+    ax.legend(title="best at resolution", fontsize=8, title_fontsize=8, loc="lower right")
+    for row in front:
+        ax.annotate(f"{row['width']:g}x", (row["macs"] / 1e6, 100 * row["top1"]),
+                    textcoords="offset points", xytext=(4, -10), fontsize=6)
+    ax.set_xlabel("MMACs per image")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def mutualnet_comparison(curves, path, points=None, title="Accuracy against MACs"):
+    """Top-1 (%) against MMACs of several slimmable models' query tables (seed 003, Figs. 4
+    and 6): for each curve, every configuration as a faint point and the best configuration
+    under each MACs budget (`bl_keras.query_table.pareto_front`) as a line; each `points`
+    series (e.g. independently trained networks) as markers labelled "width x @ resolution".
+
+    Args:
+        curves: mapping label -> `query_table` rows (dicts with "width", "resolution",
+            "macs", "top1").
+        path: PNG file to write.
+        points: optional mapping label -> rows drawn as labelled markers only.
+    """
+    from bl_keras.query_table import pareto_front
+
+    points = points or {}
+    if not any(list(rows) for rows in [*curves.values(), *points.values()]):
+        raise ValueError("mutualnet_comparison needs at least one row")
+    cmap = plt.get_cmap("tab10")
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    markers = "o^sDv<>"
+    index = 0
+    for index, (label, rows) in enumerate(curves.items()):
+        rows = list(rows)
+        if not rows:
+            continue
+        colour = cmap(index % 10)
+        ax.scatter([r["macs"] / 1e6 for r in rows], [100 * r["top1"] for r in rows],
+                   color=colour, alpha=0.25, s=10)
+        front = pareto_front(rows)
+        ax.plot([r["macs"] / 1e6 for r in front], [100 * r["top1"] for r in front],
+                marker=markers[index % len(markers)], color=colour, lw=2, ms=4, label=label)
+    for offset, (label, rows) in enumerate(points.items(), index + 1):
+        rows = list(rows)
+        if not rows:
+            continue
+        colour = cmap(offset % 10)
+        ax.scatter([r["macs"] / 1e6 for r in rows], [100 * r["top1"] for r in rows],
+                   color=colour, marker="*", s=70, label=label, zorder=4)
+        for r in rows:
+            ax.annotate(f"{r['width']:g}x@{r['resolution']}",
+                        (r["macs"] / 1e6, 100 * r["top1"]), textcoords="offset points",
+                        xytext=(4, 3), fontsize=6, color=colour)
+    ax.set_xlabel("MMACs per image")
+    ax.set_ylabel("top-1 accuracy (%)")
+    ax.set_title(title)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -267,6 +267,17 @@ def subnetwork(model, width, resolution=None, name=None):
     return plain
 
 
+def __getattr__(name):
+    # `query_table` and `best_config` (bl_keras.query_table, which builds on this module),
+    # re-exported lazily and kept out of __all__: they need data pipelines and TFLite, which
+    # the layers do not.
+    if name in ("best_config", "query_table"):
+        from bl_keras import query_table as table
+
+        return getattr(table, name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
+
 __all__ = [
     "DEFAULT_CALIBRATION_IMAGES",
     "calibrate_batch_norm",

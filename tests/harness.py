@@ -4,6 +4,14 @@ symbolic and eager calls agree on shapes, config round-trips, one training step 
 
 import keras
 import numpy as np
+from keras import layers
+
+from bl_keras.layers.slimmable import (
+    SlimmableBatchNormalization,
+    SlimmableConv2D,
+    SlimmableDense,
+    SlimmableDepthwiseConv2D,
+)
 
 
 def run_layer_test(layer_factory, input_shape, expected_output_shape, tmp_path, seed=0):
@@ -39,3 +47,23 @@ def check_save_load(model, x, tmp_path):
         keras.ops.convert_to_numpy(restored(x, training=False)),
     )
     return restored
+
+
+def tiny_slimmable_model(width_range=(0.25, 1.0), divisor=8, classes=5):
+    """Stem (RGB not slimmed), depthwise-separable block, residual-free head: every layer
+    kind, a strided symmetric-padded conv included."""
+    kw = {"width_range": width_range}
+    inputs = keras.Input((None, None, 3))
+    x = layers.ZeroPadding2D(1)(inputs)
+    x = SlimmableConv2D(32, 3, strides=2, slim_in=False, divisor=divisor, name="stem", **kw)(x)
+    x = SlimmableBatchNormalization(name="stem_bn", **kw)(x)
+    x = layers.ReLU(6.0)(x)
+    x = SlimmableDepthwiseConv2D(3, padding="same", name="dw", **kw)(x)
+    x = SlimmableBatchNormalization(name="dw_bn", **kw)(x)
+    x = layers.ReLU(6.0)(x)
+    x = SlimmableConv2D(64, 1, divisor=divisor, name="pw", **kw)(x)
+    x = SlimmableBatchNormalization(name="pw_bn", **kw)(x)
+    x = layers.ReLU(6.0)(x)
+    x = layers.GlobalAveragePooling2D()(x)
+    outputs = SlimmableDense(classes, name="fc", **kw)(x)
+    return keras.Model(inputs, outputs, name="tiny_slimmable")

@@ -5,40 +5,15 @@ import keras
 import numpy as np
 import pytest
 import tensorflow as tf
+from harness import tiny_slimmable_model
 from keras import layers
 
 from bl_keras import profile, slimmable
-from bl_keras.layers.slimmable import (
-    SlimmableBatchNormalization,
-    SlimmableConv2D,
-    SlimmableDense,
-    SlimmableDepthwiseConv2D,
-    make_divisible,
-    slim_channels,
-)
+from bl_keras.layers.slimmable import SlimmableConv2D, make_divisible, slim_channels
 
 RANGE = (0.25, 1.0)
 SIZE = 12
-
-
-def tiny_model(width_range=RANGE, divisor=8, classes=5):
-    """Stem (RGB not slimmed), depthwise-separable block, residual-free head: every layer
-    kind, a strided symmetric-padded conv included."""
-    kw = {"width_range": width_range}
-    inputs = keras.Input((None, None, 3))
-    x = layers.ZeroPadding2D(1)(inputs)
-    x = SlimmableConv2D(32, 3, strides=2, slim_in=False, divisor=divisor, name="stem", **kw)(x)
-    x = SlimmableBatchNormalization(name="stem_bn", **kw)(x)
-    x = layers.ReLU(6.0)(x)
-    x = SlimmableDepthwiseConv2D(3, padding="same", name="dw", **kw)(x)
-    x = SlimmableBatchNormalization(name="dw_bn", **kw)(x)
-    x = layers.ReLU(6.0)(x)
-    x = SlimmableConv2D(64, 1, divisor=divisor, name="pw", **kw)(x)
-    x = SlimmableBatchNormalization(name="pw_bn", **kw)(x)
-    x = layers.ReLU(6.0)(x)
-    x = layers.GlobalAveragePooling2D()(x)
-    outputs = SlimmableDense(classes, name="fc", **kw)(x)
-    return keras.Model(inputs, outputs, name="tiny_slimmable")
+tiny_model = tiny_slimmable_model
 
 
 @pytest.fixture(scope="module")

@@ -25,6 +25,7 @@ import math
 import keras
 import numpy as np
 from keras import ops
+from keras.src.backend.common.symbolic_scope import in_symbolic_scope
 from keras.src.ops.operation_utils import compute_conv_output_shape
 
 BN_EPSILON = 1e-5
@@ -481,7 +482,7 @@ class SlimmableBatchNormalization(SlimmableLayer):
             if self._calibration is not None:
                 self._record(x, mean, variance)
         else:
-            if self.missing is not None:
+            if self.missing is not None and not in_symbolic_scope():  # shape inference runs
                 raise ValueError(f"layer {self.name!r}: {self.missing}")
             mean, variance = self.moving_mean[:channels], self.moving_variance[:channels]
         y = ops.batch_normalization(x, ops.cast(mean, x.dtype), ops.cast(variance, x.dtype),

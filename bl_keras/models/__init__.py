@@ -118,4 +118,7 @@ __all__ = ["cifar", "get", "list_models", "multires", "multires_cifar", "resnet"
            "slimmable_cifar", *_MODELS,
            "multires_10x64", "multires_8x128", "multires_eff_8x128", "multires_10x64_nopool",
            "multires_10x64_uniform", "multires_10x64_predefined", "multires_10x64_depth",
-           "multires_20x64_depth"]
+           "multires_20x64_depth", "mobilenet_v1", "mobilenet_v2", "us_mobilenet_v1",
+           "us_mobilenet_v2", "us_resnet20_cifar", "us_resnet32_cifar", "us_resnet44_cifar",
+           "us_resnet56_cifar", "us_bl_resnet20_cifar", "us_bl_resnet32_cifar",
+           "us_bl_resnet44_cifar", "us_bl_resnet56_cifar"]

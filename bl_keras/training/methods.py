@@ -118,6 +118,9 @@ class Plain:
         """Objects with `write(epoch)` called after every epoch (chief only)."""
         return []
 
+    def prepare_evaluation(self, model, make_calibration_data, num_images=None):
+        """Readies the trained model for inference (nothing to do for most methods)."""
+
     def train_step(self, model, batch, per_example_loss, replicas=None):
         """One step on one replica's batch; returns a `StepResult` of the weight step."""
         images, labels = batch
@@ -221,7 +224,7 @@ class AlternatingSearch(Plain):
         return result._replace(extras={"arch_loss": tf.reduce_mean(arch_per_example)})
 
 
-METHODS = {"none": Plain, "alternating": AlternatingSearch}
+METHODS = {"none": Plain, "alternating": AlternatingSearch}  # by the trainer's `search`
 
 
 @keras.saving.register_keras_serializable(package="bl_keras")
@@ -269,13 +272,45 @@ class MethodModel(keras.Model):
 
     def train_step(self, data):
         result = self.method.train_step(self.network, data, self._per_example_loss)
-        loss = tf.reduce_mean(result.per_example_loss) + result.regularization
-        self._loss_tracker.update_state(loss)
-        if self._compile_metrics is not None:
-            self._compile_metrics.update_state(result.labels, result.predictions)
-        for tracker in self.extra_trackers:
-            tracker.update_state(result.extras[tracker.name])
+        self._update_metrics(*result)
         return self.get_metrics_result()
+
+    def _update_metrics(self, per_example_loss, labels, predictions, regularization, extras):
+        self._loss_tracker.update_state(tf.reduce_mean(per_example_loss) + regularization)
+        if self._compile_metrics is not None:
+            self._compile_metrics.update_state(labels, predictions)
+        for tracker in self.extra_trackers:
+            tracker.update_state(extras[tracker.name])
+
+    def make_train_function(self, force=False):
+        """Keras' traced step, except with `jit_compile=True` for a method that drives its
+        step as several compiled programs (`driven_step`, e.g. `MutualLearning`): then each
+        batch runs those programs from Python, so XLA never compiles them as one."""
+        if self.train_function is not None and not force:
+            return self.train_function
+        if not (self.jit_compile and hasattr(self.method, "driven_step")):
+            return super().make_train_function(force)
+        strategy = self.distribute_strategy
+        update = tf.function(self._update_metrics)
+
+        def function(iterator):
+            if isinstance(iterator, (tf.data.Iterator, tf.distribute.DistributedIterator)):
+                optional = iterator.get_next_as_optional()
+                if not optional.has_value():
+                    raise StopIteration
+                data = optional.get_value()
+            else:  # train_on_batch's generator of (x, y, sample_weight)
+                data = next(iter(iterator))
+            if isinstance(data, (tuple, list)) and len(data) == 3:
+                data = tuple(data[:2])
+            *result, extra = self.method.driven_step(self.network, data,
+                                                     self._per_example_loss, strategy)
+            extras = dict(zip(self.method.metric_names, [extra]))
+            strategy.run(update, args=(*result, extras))
+            return self.get_metrics_result()
+
+        self.train_function = function
+        return function
 
 
 def search_model(model, **kwargs):

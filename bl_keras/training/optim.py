@@ -8,10 +8,11 @@ OPTIMIZERS = ("sgd", "adamw")
 
 class _CoupledL2:
     """Adds `l2 * w` to every gradient before the optimizer's own update (PyTorch's
-    `weight_decay=` of SGD and Adam), for an optimizer class that sets `self.l2`."""
+    `weight_decay=` of SGD and Adam), for an optimizer class that sets `self.l2`. Variables
+    passed to `exclude_from_weight_decay` (before the optimizer is built) are not decayed."""
 
     def update_step(self, gradient, variable, learning_rate):
-        if self.l2:
+        if self.l2 and self._use_weight_decay(variable):
             gradient = gradient + ops.cast(self.l2, variable.dtype) * variable
         return super().update_step(gradient, variable, learning_rate)
 

@@ -18,6 +18,7 @@ import keras
 
 from bl_keras import models, profile
 from bl_keras.training import distributed, methods, optim
+from bl_keras.training import slimmable as slimmable_training
 from bl_keras.training.distributed import STRATEGIES, make_strategy
 
 PRECISIONS = {"none": "float32", "float16": "mixed_float16", "bfloat16": "mixed_bfloat16"}
@@ -60,6 +61,13 @@ class TrainConfig:
     arch_beta1: float = 0.5
     arch_beta2: float = 0.999
     arch_weight_decay: float = 3e-4  # ... and its coupled L2 (PyTorch Adam's weight_decay)
+    mutual_learning: bool = False  # MutualNet's step (seed 003) on a slimmable model
+    width_range: tuple | None = None  # mutual learning: (min, max); default the model's range
+    resolutions: tuple | None = None  # mutual learning: sizes, the largest = image_size
+    inplace_distillation: bool = True  # mutual learning: sub-networks learn the full softmax
+    width_step: float | None = None  # mutual learning: widths from a grid (XLA: default 0.05)
+    decay_kernels_only: bool = True  # mutual learning: no decay on BN, biases, depthwise
+    num_calibration_images: int = 2000  # slimmable models: BN post-statistics before evaluation
 
     def validate(self):
         if self.strategy not in STRATEGIES:
@@ -77,6 +85,17 @@ class TrainConfig:
         if self.search not in methods.METHODS:
             raise ValueError(f"search must be one of {tuple(methods.METHODS)}, got "
                              f"{self.search!r}")
+        if self.mutual_learning:
+            if self.search != "none":
+                raise ValueError(f"mutual_learning and search={self.search!r} are two training "
+                                 "methods: choose one")
+            if self.resolutions is not None:
+                sizes = slimmable_training.check_resolutions(self.resolutions)
+                if max(sizes) != self.image_size:
+                    raise ValueError(f"image_size ({self.image_size}) must be the largest of "
+                                     f"resolutions {sizes}: the full network trains on it")
+            if self.width_range is not None and len(self.width_range) != 2:
+                raise ValueError(f"width_range must be (min, max), got {self.width_range!r}")
         if self.init_model is not None:
             if not os.path.exists(self.init_model):
                 raise ValueError(f"init_model {self.init_model!r} does not exist")
@@ -215,7 +234,7 @@ def _data_kwargs(config):
     return dict(image_size=config.image_size, color_jitter=config.color_jitter)
 
 
-def train_dataset(config, input_context=None, repeat=True, subset=None):
+def train_dataset(config, input_context=None, repeat=True, subset=None, **extra):
     """The training pipeline of the config (per-replica batches with `input_context`),
     repeated: an epoch is `steps_per_epoch` batches of one endless stream, so bad examples
     skipped on the way never make an epoch run out of data. `subset`: a `pipelines.Subset`
@@ -226,20 +245,36 @@ def train_dataset(config, input_context=None, repeat=True, subset=None):
         config.dataset, config.train_split, batch_size=config.batch_size, training=True,
         data_dir=config.data_dir, on_error=config.on_error, num_classes=config.classes,
         seed=config.seed, input_context=input_context, repeat=repeat, subset=subset,
-        **_data_kwargs(config))
+        **_data_kwargs(config), **extra)
+
+
+MUTUAL_OPTIONS = ("width_range", "resolutions", "inplace_distillation", "width_step",
+                  "decay_kernels_only", "seed")
 
 
 def make_method(config):
-    """The training method of the config (`methods.METHODS[config.search]`)."""
+    """The training method of the config: `MutualLearning` with `mutual_learning`, else
+    `methods.METHODS[config.search]`."""
+    if config.mutual_learning:
+        return slimmable_training.MutualLearning.from_options(
+            **{name: getattr(config, name) for name in MUTUAL_OPTIONS})
     options = {f.name: getattr(config, f.name) for f in dataclasses.fields(config)
                if f.name.startswith("arch_")}
     return methods.METHODS[config.search].from_options(**options)
 
 
 def method_train_dataset(config, method, input_context=None):
-    """The method's training stream (the whole split, or D_a zipped with D_b)."""
-    return method.train_data(lambda subset: train_dataset(config, input_context,
-                                                          subset=subset))
+    """The method's training stream (the whole split, D_a zipped with D_b, or tuples of
+    resolutions)."""
+    return method.train_data(lambda subset, **extra: train_dataset(
+        config, input_context, subset=subset, **extra))
+
+
+def prepare_evaluation(config, method, network):
+    """Lets the method ready the trained network for evaluation (MutualNet: BatchNorm
+    post-statistics of the full width on training images)."""
+    method.prepare_evaluation(network, lambda: train_dataset(config),
+                              config.num_calibration_images)
 
 
 def eval_dataset(config):
@@ -362,6 +397,7 @@ def train(config):
               verbose=config.verbose)
     with strategy.scope():  # model.keras holds the network with its trained optimizer
         compile_model(network, config, optimizer=model.optimizer)
+    prepare_evaluation(config, method, network)
     return finish(network, config, eval_ds, _reports(train_ds), throughput.images_per_second)
 
 
@@ -412,6 +448,7 @@ def train_custom(config):
     rate = len(rows) * steps * config.batch_size / seconds if rows else None
     # Bad examples counted by this (the chief's) input pipeline; each worker logs its own.
     reports = _reports(made[-1]) if made else []
+    prepare_evaluation(config, method, built["model"])
     return finish(built["model"], config, eval_dataset(config), reports, rate)
 
 

@@ -19,6 +19,8 @@ flags.DEFINE_bool("speech", True,
 flags.DEFINE_bool("multires", True,
                   "Print the params / MACs of the multi-resolution models (seed 002) beside "
                   "its Tables 1 and 4.")
+flags.DEFINE_bool("slimmable", True, "Print the US-MobileNets' params / MACs per width and "
+                  "resolution (MutualNet, seed 003) beside the paper's 13-569 MFLOPs.")
 flags.DEFINE_bool("speed", True, "Time the baseline against the Big-Little model.")
 flags.DEFINE_string("baseline", "resnet50", "Baseline model for the speed comparison.")
 flags.DEFINE_string("model", "bl_resnet50", "Model compared with the baseline.")
@@ -46,6 +48,11 @@ def main(argv):
         print(benchmark.MULTIRES_EXAMPLE.format(scale=benchmark.EXAMPLE_SCALE), "\n")
         print(benchmark.multires_table4(benchmark.multires_rows(benchmark.MULTIRES_TABLE4)),
               "\n", flush=True)
+    if FLAGS.slimmable:
+        print("## US-MobileNets (MutualNet): sub-networks per width and resolution\n")
+        rows = benchmark.slimmable_rows()
+        print(benchmark.slimmable_table(rows), "\n")
+        print(benchmark.slimmable_range(rows), "\n", flush=True)
     if FLAGS.speed:
         timings, summary = benchmark.speed_comparison(
             FLAGS.baseline, FLAGS.model, size=FLAGS.size, batch=FLAGS.batch,

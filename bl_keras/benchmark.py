@@ -394,3 +394,73 @@ def multires_table4(rows):
              f"{r.macs / 1e9:.3f}", f"{r.entry.paper_gmacs:.2f}", f"{r.entry.paper_error:.1f}"]
             for r in rows]
     return format_table(headers, body)
+
+
+# Seed 003 (MutualNet): the US-MobileNets at the paper's widths and resolutions (Figs. 4-6).
+SLIMMABLE_CONFIGS = (("us_mobilenet_v1", (0.25, 0.5, 0.75, 1.0)),
+                     ("us_mobilenet_v2", (0.35, 0.5, 0.75, 1.0)))
+SLIMMABLE_RESOLUTIONS = (224, 192, 160, 128)
+PAPER_MFLOPS_RANGE = (13, 569)  # section 1 / Fig. 2: V1 0.25x128 to 1.0x224
+
+
+@dataclasses.dataclass(frozen=True)
+class SlimmableRow:
+    model: str
+    width: float
+    resolution: int
+    params: int  # of the sub-network at that width
+    macs: int  # conv and dense MACs (our convention)
+    profiler_macs: int  # the official profiler's: also the pooled tensor C x H x W
+
+
+def slimmable_rows(configs=SLIMMABLE_CONFIGS, resolutions=SLIMMABLE_RESOLUTIONS,
+                   progress=True):
+    """Params and MACs of every (width, resolution) sub-network of the US-MobileNets, with
+    the official profiler's figure (which adds the global pool's C x H x W)."""
+    import numpy as np
+
+    from bl_keras import slimmable
+
+    rows = []
+    for name, widths in configs:
+        model = models.get(name)
+        features = _pooled_input(model)
+        for width in tqdm(widths, desc=name, disable=not progress, leave=False):
+            # Counting needs no trained statistics: any batch makes subnetwork() possible.
+            slimmable.calibrate_batch_norm(model, [np.zeros((2, 32, 32, 3), "float32")],
+                                           width=width)
+            sub = slimmable.subnetwork(model, width)
+            params = profile.count_params(sub)
+            for size in resolutions:
+                macs = profile.count_macs(sub, (size, size, 3))
+                pooled = features(np.zeros((1, size, size, 3), "float32"), training=True)
+                rows.append(SlimmableRow(name, width, size, params, macs,
+                                         macs + int(np.prod(pooled.shape[1:]))))
+        del model
+    return rows
+
+
+def _pooled_input(model):
+    import keras
+
+    return keras.Model(model.input, model.get_layer("avg_pool").input)
+
+
+def slimmable_table(rows):
+    """The US-MobileNets' params and MMACs per width and resolution, ours and the official
+    profiler's, and the range the paper quotes."""
+    headers = ["model", "width", "resolution", "params", "MMACs", "official profiler MMACs"]
+    body = [[r.model, f"{r.width:g}", str(r.resolution), f"{r.params:,}", f"{r.macs / 1e6:.2f}",
+             f"{r.profiler_macs / 1e6:.2f}"] for r in rows]
+    return format_table(headers, body)
+
+
+def slimmable_range(rows, model="us_mobilenet_v1"):
+    """One line: the paper's MFLOPs range beside ours (min and max over `model`'s rows)."""
+    mine = [r for r in rows if r.model == model]
+    low, high = min(mine, key=lambda r: r.macs), max(mine, key=lambda r: r.macs)
+    return (f"{model} from {low.width:g}x{low.resolution} to {high.width:g}x{high.resolution}: "
+            f"paper {PAPER_MFLOPS_RANGE[0]} to {PAPER_MFLOPS_RANGE[1]} MFLOPs; ours "
+            f"{low.macs / 1e6:.2f} to {high.macs / 1e6:.2f} MMACs (conv and dense), "
+            f"{low.profiler_macs / 1e6:.2f} to {high.profiler_macs / 1e6:.2f} by the official "
+            "profiler, which also counts the pooled tensor")

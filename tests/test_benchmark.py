@@ -1,3 +1,4 @@
+import csv
 import subprocess
 import sys
 
@@ -77,7 +78,7 @@ def test_benchmark_app_runs():
     out = subprocess.run(
         [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--baseline=resnet20_cifar",
          "--model=bl_resnet20_cifar", "--size=32", "--batch=2", "--repeats=1",
-         "--latency_repeats=2", "--nospeech",
+         "--latency_repeats=2", "--nospeech", "--noslimmable",
          "--runtimes=graph,tflite"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
@@ -124,8 +125,29 @@ def test_speech_complexity_rows_beside_table3():
 
 def test_benchmark_app_prints_speech_table():
     out = subprocess.run(
-        [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--nospeed"],
+        [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--nospeed", "--noslimmable"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert "## Speech complexity" in out and "Counting convention" in out
     assert "bl_resnet22_speech (a=4, b=1) cat" in out and "CPU speed" not in out
+
+
+def test_slimmable_rows_are_the_official_figures(reference_dir):
+    """US-MobileNetV1 at the ends of the paper's range (and V2 at one width) against the
+    reference table of the official code and profiler."""
+    with open(reference_dir / "us_mobilenet" / "us_mobilenet_complexity.tsv") as f:
+        official = {(r["model"], float(r["width"]), int(r["resolution"])): r
+                    for r in csv.DictReader(f, delimiter="\t")}
+    rows = benchmark.slimmable_rows(
+        (("us_mobilenet_v1", (0.25, 1.0)), ("us_mobilenet_v2", (0.35,))), (224, 128),
+        progress=False)
+    assert len(rows) == 6
+    for r in rows:
+        want = official[(r.model, r.width, r.resolution)]
+        assert (r.params, r.macs, r.profiler_macs) == (
+            int(want["params"]), int(want["macs"]), int(want["macs_official_profiler"]))
+    line = benchmark.slimmable_range(rows)
+    assert line == ("us_mobilenet_v1 from 0.25x128 to 1x224: paper 13 to 569 MFLOPs; ours "
+                    "13.57 to 568.74 MMACs (conv and dense), 13.57 to 568.79 by the official "
+                    "profiler, which also counts the pooled tensor")
+    assert "| us_mobilenet_v2 | 0.35  | 224" in benchmark.slimmable_table(rows)

@@ -294,3 +294,16 @@ def test_app_export_slimmable_needs_width(app_runs):
     returncode, _, stderr, path = finish(app_runs, "no_width", ok=False)
     assert returncode != 0 and not path.exists()
     assert "is slimmable (widths 0.25 to 1): pass --width and --resolution" in stderr
+
+
+def test_int8_subnetwork_agrees_with_keras(trained):
+    """A calibrated configuration exports to full-integer TFLite like every other model."""
+    model, _ = trained
+    train = pipelines.get_dataset("digits", "train", EXPORT_SIZE, 50, training=True, seed=0)
+    sub = qt.calibrated_subnetwork(model, EXPORT_WIDTH, EXPORT_SIZE, train, CALIBRATION)
+    images = export.take_images(train, 200)
+    flatbuffer = export.to_tflite(sub, quantize="int8", representative_images=images[:100],
+                                  image_size=EXPORT_SIZE)
+    test = pipelines.get_dataset("digits", "test", EXPORT_SIZE, 50, training=False)
+    result = export.parity(sub, flatbuffer, export.take_images(test, 200))
+    assert result["top1_agreement"] >= 0.95, result

@@ -330,8 +330,11 @@ def build_model(config, classes):
                              f"config feeds {wanted} (image_size / num_frames)")
         return model
     extra = {"pooling": "avg"} if is_speech_model(config.model) else {}
-    return models.get(config.model, classes=classes, input_shape=input_shape(config),
-                      **extra, **config.model_kwargs)
+    shape = input_shape(config)
+    if config.mutual_learning and len(config.resolutions or ()) > 1:
+        shape = (None, None, shape[-1])  # one network for every resolution
+    return models.get(config.model, classes=classes, input_shape=shape, **extra,
+                      **config.model_kwargs)
 
 
 def num_classes(config, train):

@@ -153,7 +153,8 @@ def mutualnet_comparison(curves, path, points=None, title="Accuracy against MACs
                    color=colour, alpha=0.25, s=10)
         front = pareto_front(rows)
         ax.plot([r["macs"] / 1e6 for r in front], [100 * r["top1"] for r in front],
-                marker=markers[index % len(markers)], color=colour, lw=2, ms=4, label=label)
+                marker=markers[index % len(markers)], color=colour, lw=2, ms=4, label=label,
+                ls=("-", "--", ":", "-.")[index % 4], zorder=3 + (index == 1))
     for offset, (label, rows) in enumerate(points.items(), index + 1):
         rows = list(rows)
         if not rows:

@@ -33,28 +33,14 @@ from bl_keras import evaluation, profile, slimmable
 from bl_keras.layers.slimmable import SlimmableBatchNormalization, statistics_key
 
 PAPER_RESOLUTIONS = (224, 192, 160, 128)
-WIDTH_STEP = 0.05  # the paper's width step
+WIDTH_STEP = slimmable.WIDTH_STEP
+width_grid = slimmable.width_grid
 ROW_KEYS = ("width", "resolution", "macs", "params", "top1", "latency_ms")
 DEFAULT_BATCH_SIZE = 64
-_DECIMALS = 6  # widths are rounded to this many decimals (the BatchNorm statistics' key)
+_DECIMALS = 6  # as bl_keras.slimmable
 
 
 # Width lists.
-
-
-def width_grid(low, high, step=WIDTH_STEP):
-    """Widths from `low` to `high` in `step`s, both ends included (`high` is appended where
-    the steps do not land on it), rounded to 6 decimals so that 0.25 + 3 * 0.05 is 0.4."""
-    low, high, step = float(low), float(high), float(step)
-    if not 0 < low <= high:
-        raise ValueError(f"width grid needs 0 < min <= max, got min {low!r} and max {high!r}")
-    if not step > 0:
-        raise ValueError(f"width step must be positive, got {step!r}")
-    count = math.floor((high - low) / step + 1e-9)
-    widths = [round(low + i * step, _DECIMALS) for i in range(count + 1)]
-    if widths[-1] < round(high, _DECIMALS):
-        widths.append(round(high, _DECIMALS))
-    return widths
 
 
 def default_widths(model, step=WIDTH_STEP):
@@ -102,21 +88,10 @@ def check_widths(model, widths):
 
 
 def check_resolutions(model, resolutions):
-    """`resolutions` (square sizes) as a list of ints, none repeated, each one the model
-    accepts (any size for an `(None, None, 3)` input, else its own)."""
-    if isinstance(resolutions, (int, np.integer)):
-        resolutions = [resolutions]
-    resolutions = list(resolutions)
-    if not resolutions:
-        raise ValueError("resolutions is empty: give at least one input size")
-    for r in resolutions:
-        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
-            raise ValueError(f"resolutions must be positive integers (square sizes), got "
-                             f"{r!r} in {resolutions!r}")
-    resolutions = [int(r) for r in resolutions]
-    repeated = sorted({r for r in resolutions if resolutions.count(r) > 1})
-    if repeated:
-        raise ValueError(f"resolutions repeat {repeated}: got {resolutions!r}")
+    """`resolutions` (square sizes) as a list of ints, none repeated
+    (`slimmable.check_resolutions`), each one the model accepts (any size for an
+    `(None, None, 3)` input, else its own)."""
+    resolutions = slimmable.check_resolutions(resolutions)
     static = tuple(model.input_shape[1:3])
     for r in resolutions:
         if static not in ((None, None), (r, r)):

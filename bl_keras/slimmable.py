@@ -20,6 +20,7 @@ One set of weights runs at any width of the model's range and at any input resol
 """
 
 import contextlib
+import math
 
 import keras
 import numpy as np
@@ -33,7 +34,43 @@ from bl_keras.layers.slimmable import (
 )
 
 DEFAULT_CALIBRATION_IMAGES = 2000  # US-Net: about 2,000 images give accurate statistics
+WIDTH_STEP = 0.05  # the paper's query-table step
+_DECIMALS = 6  # widths are rounded to this many decimals (the BatchNorm statistics' key)
 _TOLERANCE = 1e-9
+
+
+def width_grid(low, high, step=WIDTH_STEP):
+    """Widths from `low` to `high` in `step`s, both ends included (`high` is appended where
+    the steps do not land on it), rounded to 6 decimals so that 0.25 + 3 * 0.05 is 0.4."""
+    low, high, step = float(low), float(high), float(step)
+    if not 0 < low <= high:
+        raise ValueError(f"width grid needs 0 < min <= max, got min {low!r} and max {high!r}")
+    if not step > 0:
+        raise ValueError(f"width step must be positive, got {step!r}")
+    count = math.floor((high - low) / step + 1e-9)
+    widths = [round(low + i * step, _DECIMALS) for i in range(count + 1)]
+    if widths[-1] < round(high, _DECIMALS):
+        widths.append(round(high, _DECIMALS))
+    return widths
+
+
+def check_resolutions(resolutions):
+    """`resolutions` (square sizes, any order) as a list of ints, or a ValueError: empty,
+    not positive integers, or repeated."""
+    if isinstance(resolutions, (int, np.integer)):
+        resolutions = [resolutions]
+    resolutions = list(resolutions or ())
+    if not resolutions:
+        raise ValueError("resolutions is empty: give at least one input size")
+    for r in resolutions:
+        if isinstance(r, bool) or not isinstance(r, (int, np.integer)) or r < 1:
+            raise ValueError(f"resolutions must be positive integers (square sizes), got "
+                             f"{r!r} in {resolutions!r}")
+    resolutions = [int(r) for r in resolutions]
+    repeated = sorted({r for r in resolutions if resolutions.count(r) > 1})
+    if repeated:
+        raise ValueError(f"resolutions repeat {repeated}: got {resolutions!r}")
+    return resolutions
 
 
 def slimmable_layers(model):
@@ -282,6 +319,7 @@ __all__ = [
     "DEFAULT_CALIBRATION_IMAGES",
     "calibrate_batch_norm",
     "calibrated",
+    "check_resolutions",
     "check_width",
     "get_width",
     "make_divisible",
@@ -291,5 +329,6 @@ __all__ = [
     "slimmable_layers",
     "subnetwork",
     "using_width",
+    "width_grid",
     "width_range",
 ]

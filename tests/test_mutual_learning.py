@@ -17,7 +17,7 @@ from harness import tiny_slimmable_model as tiny_model
 import pipelines
 from bl_keras import models, slimmable
 from bl_keras.training import methods, trainer
-from bl_keras.training.slimmable import MutualLearning, check_resolutions, width_grid
+from bl_keras.training.slimmable import MutualLearning
 
 ENV = {**os.environ, "TF_CPP_MIN_LOG_LEVEL": "2"}
 RESOLUTIONS = (16, 12)
@@ -35,15 +35,17 @@ def digits(batch_size=32, resolutions=RESOLUTIONS, seed=0):
 
 
 def test_widths_and_resolutions_are_checked():
-    assert width_grid((0.25, 1.0), 0.25) == (0.25, 0.5, 0.75, 1.0)
-    assert width_grid((0.25, 1.0), 0.3) == (0.25, 0.55, 0.85, 1.0)
-    assert check_resolutions([12, 16]) == (12, 16)
-    with pytest.raises(ValueError, match="at least one size"):
-        check_resolutions([])
-    with pytest.raises(ValueError, match=r"distinct, got \[16\] more than once"):
-        check_resolutions([16, 12, 16])
+    assert slimmable.width_grid(0.25, 1.0, 0.25) == [0.25, 0.5, 0.75, 1.0]
+    assert slimmable.width_grid(0.25, 1.0, 0.3) == [0.25, 0.55, 0.85, 1.0]
+    assert slimmable.check_resolutions([12, 16]) == [12, 16]
+    with pytest.raises(ValueError, match="at least one input size"):
+        slimmable.check_resolutions([])
+    with pytest.raises(ValueError, match=r"repeat \[16\]"):
+        slimmable.check_resolutions([16, 12, 16])
     with pytest.raises(ValueError, match="positive integers"):
-        check_resolutions([16, 0])
+        slimmable.check_resolutions([16, 0])
+    with pytest.raises(ValueError, match="at least one input size"):
+        MutualLearning(resolutions=[])
     model = network()
     for width_range, match in [((0.1, 1.0), r"outside the range \[0.25, 1\]"),
                                ((0.25, 1.5), "outside the range")]:
@@ -170,8 +172,8 @@ def test_trainer_config_checks():
     base = dict(model="us_resnet20_cifar", model_dir="unused", mutual_learning=True)
     for kwargs, match in [
         (dict(resolutions=(24, 16), image_size=32), "image_size .32. must be the largest"),
-        (dict(resolutions=(32, 32)), "distinct"),
-        (dict(resolutions=()), "at least one size"),
+        (dict(resolutions=(32, 32)), "repeat"),
+        (dict(resolutions=()), "at least one input size"),
         (dict(search="alternating"), "two training methods"),
     ]:
         with pytest.raises(ValueError, match=match):
@@ -188,28 +190,42 @@ def _app(model_dir, *extra):
         capture_output=True, text=True, timeout=400, env=ENV)
 
 
-@pytest.mark.parametrize("strategy", ["mirrored", "multi_worker"])
-def test_train_app_mutual_learning(tmp_path, strategy):
-    """Mirrored fit on two logical CPUs, and the multi-worker custom loop on one worker."""
-    extra = [f"--strategy={strategy}", "--inplace_distillation=false"]
-    if strategy == "mirrored":
-        extra = []  # the app cannot split the CPU: run the trainer in a script instead
-        script = f"""
-import tensorflow as tf
+def test_mirrored_fit_on_two_logical_cpus():
+    """The step under MirroredStrategy (fit): two replicas, the batch split between them."""
+    script = """
+import sys
+import keras, numpy as np, tensorflow as tf
 cpu = tf.config.list_physical_devices("CPU")[0]
 tf.config.set_logical_device_configuration(cpu, [tf.config.LogicalDeviceConfiguration()] * 2)
-from bl_keras.training import trainer
-config = trainer.TrainConfig(model="us_resnet20_cifar", model_dir={str(tmp_path)!r},
-    dataset="digits", epochs=1, batch_size=32, image_size=16, lr=0.4, verbose=0, seed=0,
-    strategy="mirrored", mutual_learning=True, resolutions=(12, 16), steps_per_epoch=3,
-    num_calibration_images=64)
-assert trainer.make_strategy("mirrored").num_replicas_in_sync == 2
-trainer.train(config)
+sys.path.insert(0, "tests")
+from harness import tiny_slimmable_model
+import pipelines
+from bl_keras.training import methods
+from bl_keras.training.slimmable import MutualLearning
+strategy = tf.distribute.MirroredStrategy(["/cpu:0", "/cpu:1"])
+with strategy.scope():
+    model = tiny_slimmable_model(classes=10)
+    wrapper = methods.MethodModel(model, MutualLearning(resolutions=(12, 8)))
+    wrapper.compile(optimizer=keras.optimizers.SGD(0.05, momentum=0.9),
+                    loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True))
+data = pipelines.get_dataset("digits", "train", 12, 16, True, multi_resolution=(12, 8),
+                             repeat=True, seed=0)
+before = [v.numpy().copy() for v in model.trainable_variables]
+history = wrapper.fit(data, epochs=1, steps_per_epoch=3, verbose=0).history
+assert np.isfinite(history["loss"][0]) and history["sub_loss"][0] > 0, history
+assert all(not np.array_equal(b, v.numpy()) for b, v in zip(before, model.trainable_variables))
+print("replicas", strategy.num_replicas_in_sync)
 """
-        run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
-                             timeout=400, env=ENV)
-    else:
-        run = _app(tmp_path, *extra)
+    run = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True,
+                         timeout=300, env=ENV)
+    assert run.returncode == 0, run.stderr[-3000:]
+    assert "replicas 2" in run.stdout
+
+
+def test_train_app_mutual_learning_multi_worker(tmp_path):
+    """apps.train --mutual_learning through the multi-worker custom loop (one worker), with
+    the sub-networks on the labels (--noinplace_distillation)."""
+    run = _app(tmp_path, "--strategy=multi_worker", "--inplace_distillation=false")
     assert run.returncode == 0, run.stderr[-3000:]
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["params"] == 272474 and 0 <= metrics["top1"] <= 1

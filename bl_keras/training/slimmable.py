@@ -43,35 +43,6 @@ from bl_keras.training.methods import Plain, StepResult, _replicas
 DEFAULT_XLA_WIDTH_STEP = 0.05
 
 
-def width_grid(width_range, step):
-    """min, min + step, ..., max (max always included), rounded to 6 decimals."""
-    low, high = width_range
-    if not step or step <= 0:
-        raise ValueError(f"width_step must be > 0, got {step!r}")
-    count = int(np.floor((high - low) / step + 1e-9))
-    grid = [round(low + i * step, 6) for i in range(count + 1)]
-    if grid[-1] < high - 1e-9:
-        grid.append(round(high, 6))
-    return tuple(grid)
-
-
-def check_resolutions(resolutions):
-    """A tuple of distinct positive sizes (any order), or a ValueError naming the problem."""
-    if isinstance(resolutions, (int, np.integer)):
-        resolutions = (resolutions,)
-    resolutions = tuple(resolutions or ())
-    if not resolutions:
-        raise ValueError("resolutions must name at least one size, got none")
-    for size in resolutions:
-        if isinstance(size, bool) or not isinstance(size, (int, np.integer)) or size < 1:
-            raise ValueError(f"resolutions must be positive integers, got {size!r}")
-    duplicated = sorted({s for s in resolutions if resolutions.count(s) > 1})
-    if duplicated:
-        raise ValueError(f"resolutions must be distinct, got {duplicated} more than once in "
-                         f"{resolutions}")
-    return tuple(int(s) for s in resolutions)
-
-
 def _kernels_to_decay(model):
     """The variables the official recipe decays: conv kernels (not depthwise) and dense
     kernels; BatchNorm, biases and depthwise kernels are left alone."""
@@ -118,7 +89,8 @@ class MutualLearning(Plain):
                  inplace_distillation=True, width_step=None, decay_kernels_only=True, seed=0):
         self.width_range = None if width_range is None else tuple(
             float(w) for w in width_range)
-        self.resolutions = None if resolutions is None else check_resolutions(resolutions)
+        self.resolutions = None if resolutions is None else tuple(
+            slimmable.check_resolutions(resolutions))
         if isinstance(num_sampled, bool) or not isinstance(num_sampled, int) or (
                 num_sampled < 0):
             raise ValueError(f"num_sampled must be an integer >= 0, got {num_sampled!r}")
@@ -164,7 +136,7 @@ class MutualLearning(Plain):
         step = self.width_step or (DEFAULT_XLA_WIDTH_STEP if not fine else None)
         if fine and not self.width_step:
             step = (self.width_range[1] - self.width_range[0]) / 1000 or 1.0
-        return width_grid(self.width_range, step)
+        return tuple(slimmable.width_grid(*self.width_range, step))
 
     def train_data(self, make_dataset):
         if self.resolutions is None or len(self.resolutions) == 1:
@@ -372,4 +344,4 @@ def _add(gradients, more):
     return [a if b is None else b if a is None else a + b for a, b in zip(gradients, more)]
 
 
-__all__ = ["MutualLearning", "check_resolutions", "width_grid"]
+__all__ = ["MutualLearning"]

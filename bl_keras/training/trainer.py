@@ -16,7 +16,7 @@ import time
 
 import keras
 
-from bl_keras import models, profile
+from bl_keras import models, profile, slimmable
 from bl_keras.training import distributed, methods, optim
 from bl_keras.training import slimmable as slimmable_training
 from bl_keras.training.distributed import STRATEGIES, make_strategy
@@ -90,7 +90,7 @@ class TrainConfig:
                 raise ValueError(f"mutual_learning and search={self.search!r} are two training "
                                  "methods: choose one")
             if self.resolutions is not None:
-                sizes = slimmable_training.check_resolutions(self.resolutions)
+                sizes = slimmable.check_resolutions(self.resolutions)
                 if max(sizes) != self.image_size:
                     raise ValueError(f"image_size ({self.image_size}) must be the largest of "
                                      f"resolutions {sizes}: the full network trains on it")

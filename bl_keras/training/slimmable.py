@@ -43,7 +43,7 @@ from bl_keras.training.methods import Plain, StepResult, _replicas
 DEFAULT_XLA_WIDTH_STEP = 0.05
 
 
-def _kernels_to_decay(model):
+def kernels_to_decay(model):
     """The variables the official recipe decays: conv kernels (not depthwise) and dense
     kernels; BatchNorm, biases and depthwise kernels are left alone."""
     import keras
@@ -126,7 +126,7 @@ class MutualLearning(Plain):
         self.probabilities = _outputs_probabilities(model)
         inner = getattr(optimizer, "inner_optimizer", optimizer)  # a LossScaleOptimizer's
         if self.decay_kernels_only and hasattr(inner, "exclude_from_weight_decay"):
-            decayed = _kernels_to_decay(model)
+            decayed = kernels_to_decay(model)
             inner.exclude_from_weight_decay(
                 var_list=[v for v in model.trainable_variables if id(v) not in decayed])
         super().build(model, optimizer)

@@ -72,14 +72,18 @@ def _loss_and_gradients(model, variables, images, labels, per_example_loss, opti
     with tf.GradientTape() as tape:
         predictions = model(images, training=True)
         per_example = per_example_loss(labels, predictions)
-        loss = tf.reduce_mean(per_example) / replicas
-        regularization = tf.zeros([])
-        if model.losses:
-            regularization = tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
-            loss += regularization / replicas
+        regularization = regularization_loss(model)
+        loss = (tf.reduce_mean(per_example) + regularization) / replicas
         scaled = optimizer.scale_loss(loss)
     gradients = tape.gradient(scaled, variables)
     return per_example, predictions, regularization, gradients
+
+
+def regularization_loss(model):
+    """The sum of `model.losses` in float32 (0 without any)."""
+    if not model.losses:
+        return tf.zeros([])
+    return tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
 
 
 class Plain:

@@ -38,7 +38,13 @@ import numpy as np
 import tensorflow as tf
 
 from bl_keras import slimmable
-from bl_keras.training.methods import Plain, StepResult, _replicas
+from bl_keras.training.methods import (
+    Plain,
+    StepResult,
+    _loss_and_gradients,
+    _replicas,
+    regularization_loss,
+)
 
 DEFAULT_XLA_WIDTH_STEP = 0.05
 
@@ -181,18 +187,9 @@ class MutualLearning(Plain):
         return teacher if self.probabilities else tf.nn.softmax(teacher)
 
     def _teacher_pass(self, model, images, labels, per_example_loss, replicas):
-        variables = model.trainable_variables
-        with tf.GradientTape() as tape:
-            with slimmable.using_width(model, self.width_range[1]):
-                outputs = model(images, training=True)
-            per_example = per_example_loss(labels, outputs)
-            loss = tf.reduce_mean(per_example) / replicas
-            regularization = tf.zeros([])
-            if model.losses:
-                regularization = tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
-                loss += regularization / replicas
-            scaled = self.optimizer.scale_loss(loss)
-        return per_example, outputs, regularization, tape.gradient(scaled, variables)
+        with slimmable.using_width(model, self.width_range[1]):
+            return _loss_and_gradients(model, model.trainable_variables, images, labels,
+                                       per_example_loss, self.optimizer, replicas)
 
     def _student_pass(self, model, width, images, labels, target, per_example_loss, replicas):
         variables = model.trainable_variables
@@ -302,9 +299,7 @@ class MutualLearning(Plain):
                 with slimmable.using_width(model, key[0]):
                     outputs = model(images[index], training=True)
                 per_example = per_example_loss(labels, outputs)
-                regularization = tf.zeros([])
-                if model.losses:
-                    regularization = tf.add_n([tf.cast(x, tf.float32) for x in model.losses])
+                regularization = regularization_loss(model)
                 distillation = tf.reduce_mean(self._sub_loss(labels, target, outputs,
                                                              per_example_loss))
                 loss = (ce_weight * (tf.reduce_mean(per_example) + regularization)

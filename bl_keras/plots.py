@@ -175,3 +175,52 @@ def mutualnet_comparison(curves, path, points=None, title="Accuracy against MACs
     fig.savefig(path)
     plt.close(fig)
     return path
+
+
+def search_trials(trials, front, path, cost="macs", curve=None, budget=None,
+                  title="Search: validation top-1 against compute"):
+    """Every completed trial of a search as a point (top-1 % against MMACs or ms), the Pareto
+    front as a line, the budget as a dashed vertical line, and optionally a second panel with
+    the exhaustive query table's curve (`curve`: rows with `macs` and `top1`) for comparison.
+
+    Args:
+        trials: dicts with `val_top1` and `cost` (None values are skipped).
+        front: the non-dominated trials, cheapest first.
+        path: PNG file to write.
+        cost: "macs" or "latency_ms".
+        curve: optional query-table front (rows with "macs" and "top1").
+        budget: the budget on `cost` (drawn when given).
+    """
+    scale, label = (1e6, "MMACs per image") if cost == "macs" else (1.0, "batch-1 ms (TFLite)")
+    panels = 2 if curve else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), dpi=120, squeeze=False)
+    ax = axes[0][0]
+    done = [t for t in trials if t.get(cost) is not None and t.get("val_top1") is not None]
+    ax.scatter([t[cost] / scale for t in done], [100 * t["val_top1"] for t in done], s=28,
+               color="tab:blue", alpha=0.7, label="trials")
+    if front:
+        ax.plot([t[cost] / scale for t in front], [100 * t["val_top1"] for t in front], "-o",
+                color="tab:red", markersize=4, label="Pareto front")
+    if budget is not None:
+        ax.axvline(budget / scale, color="gray", linestyle="--", label="budget")
+    ax.set_xlabel(label)
+    ax.set_ylabel("validation top-1 (%)")
+    ax.set_title(title, fontsize=9)
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8)
+    if curve:
+        bx = axes[0][1]
+        bx.plot([r["macs"] / 1e6 for r in curve], [100 * r["top1"] for r in curve], "-o",
+                color="tab:green", markersize=4, label="query table (every configuration)")
+        if front and cost == "macs":
+            bx.plot([t["macs"] / 1e6 for t in front], [100 * t["val_top1"] for t in front],
+                    "--s", color="tab:red", markersize=4, label="search's front")
+        bx.set_xlabel("MMACs per image")
+        bx.set_ylabel("validation top-1 (%)")
+        bx.set_title("the exhaustive query table beside it", fontsize=9)
+        bx.grid(alpha=0.3)
+        bx.legend(fontsize=8)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path

@@ -17,6 +17,7 @@ import math
 
 import keras
 import tensorflow as tf
+from keras.src.backend.common.symbolic_scope import SymbolicScope
 
 MacRecord = collections.namedtuple("MacRecord", "path layer_type input_shape output_shape macs")
 
@@ -127,7 +128,9 @@ def mac_table(model, input_shape=None):
     shape = _input_shape(model, input_shape)
     records = []
     dtype = model.inputs[0].dtype
-    with _recording(_counted_layers(model), records):
+    # A symbolic scope: shapes only, so a slimmable model counts at a width whose BatchNorm
+    # statistics are not calibrated yet.
+    with _recording(_counted_layers(model), records), SymbolicScope():
         tf.function(lambda x: model(x, training=False)).get_concrete_function(
             tf.TensorSpec((1, *shape), dtype)
         )

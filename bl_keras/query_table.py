@@ -408,19 +408,25 @@ def best_config(table, max_macs=None, max_latency_ms=None):
     return dict(best)
 
 
+def non_dominated(rows, cost, score="top1"):
+    """The rows better in `score` than every cheaper row (by `cost`), cheapest first: the
+    Pareto front of score against cost. Rows whose cost or score is None are left out."""
+    rows = [r for r in rows if r.get(cost) is not None and r.get(score) is not None]
+    front, best = [], -math.inf
+    for row in sorted(rows, key=lambda r: (r[cost], -r[score])):
+        if row[score] > best:
+            front.append(dict(row))
+            best = row[score]
+    return front
+
+
 def pareto_front(table, cost="macs"):
     """The configurations `best_config` picks as the budget on `cost` ("macs" or
     "latency_ms") shrinks: rows better in top-1 than every cheaper row, cheapest first (the
     curve of the paper's Fig. 5)."""
     if cost not in ("macs", "latency_ms"):
         raise ValueError(f"cost must be 'macs' or 'latency_ms', got {cost!r}")
-    rows = [r for r in _check_table(table) if r[cost] is not None]
-    front, best = [], -math.inf
-    for row in sorted(rows, key=lambda r: (r[cost], -r["top1"])):
-        if row["top1"] > best:
-            front.append(dict(row))
-            best = row["top1"]
-    return front
+    return non_dominated(_check_table(table), cost)
 
 
 __all__ = [
@@ -432,6 +438,7 @@ __all__ = [
     "check_resolutions",
     "check_widths",
     "default_widths",
+    "non_dominated",
     "pareto_front",
     "parse_widths",
     "query_table",

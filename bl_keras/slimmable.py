@@ -262,17 +262,21 @@ def calibrated(model):
     return sorted(keys or (), key=str)
 
 
-def subnetwork(model, width, resolution=None, name=None):
+def subnetwork(model, width, resolution=None, name=None, require_statistics=True):
     """A standalone model of ordinary Keras layers (Conv2D, DepthwiseConv2D, Dense,
     BatchNormalization) equal to `model` at `width`: the sliced weights and the BatchNorm
     statistics calibrated for that width (and `resolution`, where it has several). It saves
     as `.keras`, exports like any model, and `profile.count_macs` / `count_params` on it give
-    that configuration's cost. `model` keeps its width and statistics."""
+    that configuration's cost. `model` keeps its width and statistics.
+
+    `require_statistics=False` also slices a width that has no calibrated statistics yet (its
+    BatchNorm layers then hold whatever statistics are active): a network to time or count,
+    not to evaluate."""
     layers = _layers_or_raise(model)
     saved = [(layer.width, getattr(layer, "active_key", None)) for layer in layers]
     try:
         set_width(model, width, resolution)
-        for layer in _batch_norms(model):
+        for layer in _batch_norms(model) if require_statistics else ():
             if layer.missing is not None:
                 raise ValueError(f"subnetwork({width:g}): layer {layer.name!r}: "
                                  f"{layer.missing}")

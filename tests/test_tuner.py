@@ -4,11 +4,11 @@ import csv
 import json
 import os
 
+import harness
 import keras
 import numpy as np
 import pytest
 
-import harness
 import tuner
 from bl_keras import models, multires, profile, query_table
 from bl_keras.training import trainer

@@ -9,9 +9,9 @@ import subprocess
 import sys
 import time
 
+import harness
 import pytest
 
-import harness
 import tuner
 from bl_keras import profile
 
@@ -49,7 +49,7 @@ def test_bl_search_end_to_end(tmp_path):
     assert (tmp_path / "bl" / "trial_0" / "trial.json").exists()  # keras-tuner's project
     best = tuner.build_best(str(output))
     assert profile.count_macs(best, (32, 32, 3)) == made["best"]["macs"]
-    bad = _run(*flags, "--budget_macs=1e6", f"--project_name=none")
+    bad = _run(*flags, "--budget_macs=1e6", "--project_name=none")
     assert bad.returncode != 0
     assert "no configuration of the bl space fits the budget (1 M MACs)" in bad.stderr
     assert not (tmp_path / "none" / "trial_0").exists()  # nothing trained

@@ -19,6 +19,7 @@ Bayesian, all proposing only configurations that fit the budget and were not tri
 from tuner.budget import Budget
 from tuner.oracles import ORACLES, NoFeasibleConfiguration, make_oracle
 from tuner.search import SPACES, build_best, load_result, make_space, search
+from tuner.search import write as write_result
 
 __all__ = ["ORACLES", "SPACES", "Budget", "NoFeasibleConfiguration", "build_best",
-           "load_result", "make_oracle", "make_space", "search"]
+           "load_result", "make_oracle", "make_space", "search", "write_result"]

@@ -3,9 +3,9 @@ Bayesian oracle and at most a third of the grid's evaluations, does `tuner.searc
 best configuration under a MACs budget that MutualNet's query table finds (or one at most one
 validation image in 200 worse)?
 
-    python benchmarks/width_resolution_search.py --output_dir=/tmp/tuner_benchmark     # ~10 min on 2 cores
-    python benchmarks/width_resolution_search.py --model_path=runs/mutual/model.keras  # an already trained model
-    python benchmarks/width_resolution_search.py --smoke --output_dir=/tmp/tuner_smoke # tiny (the test)
+    python benchmarks/width_resolution_search.py --output_dir=/tmp/wr_search  # ~10 min, 2 cores
+    python benchmarks/width_resolution_search.py --model_path=runs/mutual/model.keras
+    python benchmarks/width_resolution_search.py --smoke --output_dir=/tmp/wr_smoke  # the test
 
 1. Trains a MutualNet (`apps.train --mutual_learning`'s trainer) on the bundled digits at
    --resolutions (the digits are 8x8 images: 16 px and below, as benchmarks/mutualnet.py),

@@ -84,15 +84,23 @@ def query_table_curve(rows, path, title="Width-resolution configurations"):
         rows: `query_table` rows (dicts with "width", "resolution", "macs", "top1").
         path: PNG file to write.
     """
-    from bl_keras.query_table import pareto_front
-
     rows = list(rows)
     if not rows:
         raise ValueError("query_table_curve needs at least one row")
+    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
+    _draw_query_table(ax, rows, title)
+    fig.tight_layout()
+    fig.savefig(path)
+    plt.close(fig)
+    return path
+
+
+def _draw_query_table(ax, rows, title):
+    from bl_keras.query_table import pareto_front
+
     resolutions = sorted({r["resolution"] for r in rows}, reverse=True)
     cmap = plt.get_cmap("tab10")
     colour = {res: cmap(i % 10) for i, res in enumerate(resolutions)}
-    fig, ax = plt.subplots(figsize=(7, 4.5), dpi=120)
     for res in resolutions:
         sweep = sorted((r for r in rows if r["resolution"] == res), key=lambda r: r["macs"])
         ax.plot([r["macs"] / 1e6 for r in sweep], [100 * r["top1"] for r in sweep], "o-",
@@ -115,12 +123,8 @@ def query_table_curve(rows, path, title="Width-resolution configurations"):
                     textcoords="offset points", xytext=(4, -10), fontsize=6)
     ax.set_xlabel("MMACs per image")
     ax.set_ylabel("top-1 accuracy (%)")
-    ax.set_title(title)
+    ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
-    fig.tight_layout()
-    fig.savefig(path)
-    plt.close(fig)
-    return path
 
 
 def mutualnet_comparison(curves, path, points=None, title="Accuracy against MACs"):
@@ -177,23 +181,23 @@ def mutualnet_comparison(curves, path, points=None, title="Accuracy against MACs
     return path
 
 
-def search_trials(trials, front, path, cost="macs", curve=None, budget=None,
+def search_trials(trials, front, path, cost="macs", query_table=None, budget=None,
                   title="Search: validation top-1 against compute"):
     """Every completed trial of a search as a point (top-1 % against MMACs or ms), the Pareto
-    front as a line, the budget as a dashed vertical line, and optionally a second panel with
-    the exhaustive query table's curve (`curve`: rows with `macs` and `top1`) for comparison.
+    front as a line and the budget as a dashed vertical line; with `query_table` (rows with
+    "width", "resolution", "macs", "top1"), MutualNet's query-table curve (Fig. 5) beside it.
 
     Args:
         trials: dicts with `val_top1` and `cost` (None values are skipped).
         front: the non-dominated trials, cheapest first.
         path: PNG file to write.
         cost: "macs" or "latency_ms".
-        curve: optional query-table front (rows with "macs" and "top1").
+        query_table: optional query-table rows for the second panel.
         budget: the budget on `cost` (drawn when given).
     """
     scale, label = (1e6, "MMACs per image") if cost == "macs" else (1.0, "batch-1 ms (TFLite)")
-    panels = 2 if curve else 1
-    fig, axes = plt.subplots(1, panels, figsize=(6 * panels, 4), dpi=120, squeeze=False)
+    panels = 2 if query_table else 1
+    fig, axes = plt.subplots(1, panels, figsize=(6.5 * panels, 4.2), dpi=120, squeeze=False)
     ax = axes[0][0]
     done = [t for t in trials if t.get(cost) is not None and t.get("val_top1") is not None]
     ax.scatter([t[cost] / scale for t in done], [100 * t["val_top1"] for t in done], s=28,
@@ -208,18 +212,8 @@ def search_trials(trials, front, path, cost="macs", curve=None, budget=None,
     ax.set_title(title, fontsize=9)
     ax.grid(alpha=0.3)
     ax.legend(fontsize=8)
-    if curve:
-        bx = axes[0][1]
-        bx.plot([r["macs"] / 1e6 for r in curve], [100 * r["top1"] for r in curve], "-o",
-                color="tab:green", markersize=4, label="query table (every configuration)")
-        if front and cost == "macs":
-            bx.plot([t["macs"] / 1e6 for t in front], [100 * t["val_top1"] for t in front],
-                    "--s", color="tab:red", markersize=4, label="search's front")
-        bx.set_xlabel("MMACs per image")
-        bx.set_ylabel("validation top-1 (%)")
-        bx.set_title("the exhaustive query table beside it", fontsize=9)
-        bx.grid(alpha=0.3)
-        bx.legend(fontsize=8)
+    if query_table:
+        _draw_query_table(axes[0][1], list(query_table), "query table: best per MACs budget")
     fig.tight_layout()
     fig.savefig(path)
     plt.close(fig)

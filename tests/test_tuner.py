@@ -276,3 +276,25 @@ def test_multires_trial_searches_prunes_and_fine_tunes(tmp_path):
     model = tuner.build_best(made)
     assert profile.count_macs(model, (32, 32, 3)) == trial["macs"]
     assert made["best"]["test_top1"] is not None
+
+
+def test_latency_budget_is_measured_once_per_configuration_and_cached(
+        tmp_path, slimmable_path, monkeypatch):
+    def make():
+        return tuner.make_space("width_resolution", RECIPE, model_path=slimmable_path[0],
+                                choices={"width": "0.25,1.0", "resolution": [24]},
+                                directory=str(tmp_path), project_name="lat")
+
+    made = tuner.search(make(), budget=tuner.Budget(max_latency_ms=1000), oracle="grid",
+                        max_trials=2, directory=str(tmp_path), project_name="lat",
+                        progress=False)
+    cache = json.loads((tmp_path / "lat" / "latency_cache.json").read_text())
+    assert sorted(cache) == ["width0.25_res24", "width1_res24"]
+    assert sorted(t["latency_ms"] for t in made["trials"]) == sorted(cache.values())
+    assert made["pareto_latency"] and made["pareto_latency"][0]["latency_ms"] > 0
+    assert (tmp_path / "lat" / "result.png").stat().st_size > 10_000  # with the query table
+    monkeypatch.setattr(spaces.evaluation, "latency_ms", lambda *a, **k: pytest.fail("again"))
+    fastest = min(cache.values())
+    with pytest.raises(tuner.NoFeasibleConfiguration, match="ms batch-1 TFLite latency"):
+        tuner.search(make(), budget=tuner.Budget(max_latency_ms=fastest / 2), max_trials=2,
+                     directory=str(tmp_path), project_name="lat", progress=False)

@@ -269,12 +269,24 @@ def write(made, output):
         for t in made["trials"]:
             writer.writerow([*(t["hyperparameters"].get(k) for k in names),
                              *(t.get(k) for k in CSV_KEYS)])
-    curve = made.get("query_table_front")
-    plots.search_trials(made["trials"], made["pareto"], f"{stem}.png", curve=curve,
+    plots.search_trials(made["trials"], made["pareto"], f"{stem}.png",
+                        query_table=query_table_rows(made),
                         budget=made["budget"]["max_macs"],
                         title=f"{made['space']} search ({made['oracle']}): validation top-1 "
                               "against MACs")
     return output, f"{stem}.csv", f"{stem}.png"
+
+
+def query_table_rows(made):
+    """For a width_resolution search: its query table (`made["query_table"]` where the caller
+    put the exhaustive one, else the completed trials as query-table rows); None otherwise."""
+    if made["space"] != "width_resolution":
+        return None
+    if made.get("query_table"):
+        return made["query_table"]
+    return [{**t["hyperparameters"], "macs": t["macs"], "params": t["params"],
+             "top1": t["val_top1"], "latency_ms": t["latency_ms"]}
+            for t in made["trials"] if t["status"] == COMPLETED] or None
 
 
 def summary(made):

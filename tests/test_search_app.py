@@ -30,21 +30,21 @@ def _run(*flags, env=ENV, timeout=400):
 
 def test_bl_search_end_to_end(tmp_path):
     output = tmp_path / "bl.json"
-    flags = ["--space=bl", "--model=bl_resnet20_cifar", "--alpha=2,4", "--beta=1,2,3",
+    flags = ["--space=bl", "--model=bl_resnet20_cifar", "--alpha=4", "--beta=1,2,3",
              "--merge=add", "--oracle=grid", "--max_trials=5", "--epochs=1",
              "--steps_per_epoch=2", "--batch_size=32", "--lr=0.1", "--verbose=0", "--seed=0",
              f"--directory={tmp_path}"]
-    run = _run(*flags, "--budget_macs=26e6", f"--output={output}")
+    run = _run(*flags, "--budget_macs=25.5e6", f"--output={output}")
     assert run.returncode == 0, run.stderr[-3000:]
     made = json.loads(output.read_text())
-    # alpha 2 is over 26 M MACs; with alpha 4, betas 2 and 3 build one network: two trials.
+    # beta 1 (25.9 M MACs) is over the budget; betas 2 and 3 build one network: one trial.
     assert [t["hyperparameters"] for t in made["trials"]] == [
-        {"alpha": 4, "beta": 1, "merge": "add"}, {"alpha": 4, "beta": 2, "merge": "add"}]
-    assert all(t["status"] == "COMPLETED" and t["macs"] <= 26e6 for t in made["trials"])
-    assert "have been tried" in made["message"]
+        {"alpha": 4, "beta": 2, "merge": "add"}]
+    assert all(t["status"] == "COMPLETED" and t["macs"] <= 25.5e6 for t in made["trials"])
+    assert made["message"].startswith("the search ended: all 1 configurations")
     assert made["best"]["test_top1"] is not None and made["pareto"]
     assert "| trial | alpha | beta | merge |" in run.stdout
-    assert "--model=bl_resnet20_cifar --alpha=4" in made["train_command"]
+    assert "--model=bl_resnet20_cifar --alpha=4 --beta=2 --merge=add" in made["train_command"]
     assert (tmp_path / "bl.csv").exists() and (tmp_path / "bl.png").exists()
     assert (tmp_path / "bl" / "trial_0" / "trial.json").exists()  # keras-tuner's project
     best = tuner.build_best(str(output))

@@ -87,8 +87,8 @@ class Space(kt.HyperModel):
         return self._keys[vid]
 
     def cost_of(self, values, budget):
-        """`cost(values, budget)`, cached per network."""
-        key = self.key(values)
+        """`cost(values, budget)`, cached per network (and whether latency was asked for)."""
+        key = (self.key(values), budget.needs_latency)
         if key not in self._costs:
             self._costs[key] = self.cost(values, budget)
         return self._costs[key]
@@ -220,15 +220,17 @@ class BigLittleSpace(Space):
     def network_key(self, values):
         model = self.build_values(values)
         key, macs, params = structure(model, trainer.input_shape(self.recipe))
-        if key not in self._costs:
+        if not any(k == key for k, _ in self._costs):
             self._built[key] = (model, macs, params)
         return key
 
     def cost(self, values, budget):
         key = self.key(values)
-        if key not in self._built:
-            self.network_key(values)
-        model, macs, params = self._built.pop(key)
+        built = self._built.pop(key, None)
+        if built is None:  # its cost asked again (another budget kind): build it once more
+            model = self.build_values(values)
+            built = (model, *structure(model, trainer.input_shape(self.recipe))[1:])
+        model, macs, params = built
         latency = None
         if budget.needs_latency:
             shape = trainer.input_shape(self.recipe)

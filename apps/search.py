@@ -57,6 +57,9 @@ flags.DEFINE_string("widths", None, "width_resolution: MIN:MAX:STEP or a list (d
                     "model's range in 0.05 steps).")
 flags.DEFINE_list("resolutions", None, "width_resolution: input sizes (default "
                   "--image_size).")
+flags.DEFINE_enum("strategy", "default", ["default", "mirrored"], "Each trial's strategy: "
+                  "mirrored trains it on all local GPUs (several hosts: keras-tuner's "
+                  "chief/worker mode, one worker per host).")
 recipe_flags.define(eval_split="val", epochs=5)
 flags.mark_flag_as_required("space")
 
@@ -90,7 +93,7 @@ def main(argv):
     if FLAGS.space != "width_resolution" and FLAGS.model is None:
         raise app.UsageError(f"--space={FLAGS.space} needs --model")
     recipe = trainer.TrainConfig(model=FLAGS.model, model_dir="", model_kwargs=model_kwargs,
-                                 **recipe_flags.recipe_kwargs())
+                                 strategy=FLAGS.strategy, **recipe_flags.recipe_kwargs())
     try:
         space = tuner.make_space(FLAGS.space, recipe, model_path=FLAGS.model_path,
                                  choices=choices_from_flags(), directory=FLAGS.directory,

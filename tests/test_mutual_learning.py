@@ -236,8 +236,8 @@ def test_train_app_mutual_learning_multi_worker(tmp_path):
 def test_train_app_rejects_bad_lists():
     from absl import app
 
-    from apps.train import _numbers
+    from apps.recipe_flags import numbers  # the list flags of apps.train and apps.search
 
-    assert _numbers("resolutions", ["16", "12"], int) == (16, 12)
+    assert numbers("resolutions", ["16", "12"], int) == (16, 12)
     with pytest.raises(app.UsageError, match="--resolutions must be a comma-separated list"):
-        _numbers("resolutions", ["16", "x"], int)
+        numbers("resolutions", ["16", "x"], int)

@@ -320,10 +320,12 @@ def query_table(model, dataset, widths=None, resolutions=PAPER_RESOLUTIONS, *,
     try:
         for resolution in resolutions:
             evaluation_batches = data.evaluation(resolution)
-            training_batches = data.training(resolution)
             for width in widths:
                 bar.set_postfix(width=f"{width:g}", resolution=resolution)
-                sub = calibrated_subnetwork(model, width, resolution, training_batches,
+                # Fresh calibration batches per configuration (a data set iterated again is
+                # shuffled and augmented anew): a row does not depend on the rows before it,
+                # and equals what `calibrated_subnetwork` gives that configuration alone.
+                sub = calibrated_subnetwork(model, width, resolution, data.training(resolution),
                                             num_calibration_images)
                 row = {
                     "width": width,

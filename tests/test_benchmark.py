@@ -74,15 +74,16 @@ def test_every_paper_model_has_a_paper_figure():
     assert set(labels) == set(paper.PAPER)
 
 
-def test_benchmark_app_runs():
+def test_benchmark_app_prints_speed_and_speech_tables():
     out = subprocess.run(
         [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--baseline=resnet20_cifar",
          "--model=bl_resnet20_cifar", "--size=32", "--batch=2", "--repeats=1",
-         "--latency_repeats=2", "--nospeech", "--noslimmable",
-         "--runtimes=graph,tflite"],
+         "--latency_repeats=2", "--noslimmable", "--runtimes=graph,tflite"],
         capture_output=True, text=True, timeout=300, check=True,
     ).stdout
     assert "latency, batch 1" in out and "throughput, batch 2" in out
+    assert "## Speech complexity" in out and "Counting convention" in out
+    assert "bl_resnet22_speech (a=4, b=1) cat" in out
 
 
 def test_every_speech_model_has_a_table3_figure():
@@ -121,15 +122,6 @@ def test_speech_complexity_rows_beside_table3():
     assert table.count("\n| ") == 1 + len(rows)  # header and one line per model
     assert "| 7    | bl_pyr_resnet22_speech (a=4, b=1) | 1.029 | 0.98" in table
     assert "1.07x  | 1.13x" in table
-
-
-def test_benchmark_app_prints_speech_table():
-    out = subprocess.run(
-        [sys.executable, "-m", "apps.benchmark", "--nocomplexity", "--nospeed", "--noslimmable"],
-        capture_output=True, text=True, timeout=300, check=True,
-    ).stdout
-    assert "## Speech complexity" in out and "Counting convention" in out
-    assert "bl_resnet22_speech (a=4, b=1) cat" in out and "CPU speed" not in out
 
 
 def test_slimmable_rows_are_the_official_figures(reference_dir):

@@ -9,10 +9,11 @@ import keras
 import numpy as np
 import pytest
 
+import pipelines
 import tuner
-from bl_keras import models, multires, profile, query_table
+from bl_keras import models, multires, profile, query_table, slimmable
 from bl_keras.training import trainer
-from tuner import spaces
+from tuner import oracles, spaces
 from tuner.multires_space import MultiresSpace
 
 RECIPE = trainer.TrainConfig(model=None, model_dir="", dataset="digits", batch_size=64,
@@ -93,6 +94,18 @@ def test_bayesian_finds_the_best_configuration_in_a_budget_in_a_third_of_the_gri
         assert made["best"]["val_top1"] == pytest.approx(best)
 
 
+def test_bayesian_explores_first_and_spends_its_last_trials_on_the_predicted_best():
+    oracle = oracles.make_oracle("bayesian", ToySpace(), tuner.Budget(), max_trials=10, seed=0)
+    initial = oracle.initial_points()
+    assert initial == 6  # 3 per hyperparameter
+    betas = []
+    for started in range(initial, 10):
+        oracle.trials = dict.fromkeys(map(str, range(started)))
+        betas.append(oracle.exploration(initial))
+    assert betas[0] == oracle.beta > 0 and betas[-1] == 0
+    assert betas == sorted(betas, reverse=True) and len(set(betas)) == len(betas)
+
+
 def test_no_feasible_configuration_is_a_clear_error_before_any_trial(tmp_path):
     space = ToySpace()
     with pytest.raises(tuner.NoFeasibleConfiguration, match=r"cheapest, \{'a': 1, 'b': 1\}"):
@@ -171,6 +184,9 @@ def test_bl_space_tries_networks_once_and_counts_their_macs_before_training():
     with pytest.raises(ValueError, match=r"does not fit model 'bl_resnet20_cifar' \(alpha=64"):
         spaces.BigLittleSpace(trainer.TrainConfig(model="bl_resnet20_cifar", model_dir=""),
                               alpha=(64,), beta=(1,), merge=()).key({"alpha": 64, "beta": 1})
+    with pytest.raises(ValueError, match="alpha=64.*big branch|does not fit.*alpha=64"):
+        spaces.BigLittleSpace(trainer.TrainConfig(model="bl_resnet20_cifar", model_dir=""),
+                              alpha=(2, 64), beta=(1,), merge=()).candidates()
     with pytest.raises(ValueError, match="unknown model 'bl_nonet'"):
         spaces.BigLittleSpace(trainer.TrainConfig(model="bl_nonet", model_dir=""))
     with pytest.raises(ValueError, match="searches alpha, beta, merge; not \\['levels'\\]"):
@@ -187,20 +203,45 @@ def slimmable_path(tmp_path_factory):
     return str(path), str(plain)
 
 
+def test_bl_space_leaves_out_the_combinations_the_builder_rejects():
+    """The default merges with alpha=1: concat would leave the big branch no channels."""
+    space = spaces.BigLittleSpace(trainer.TrainConfig(model="bl_resnet20_cifar", model_dir=""),
+                                  alpha=(1, 2), beta=(1,))
+    assert space.choices["merge"] == ("add", "concat")
+    assert space.candidates() == [{"alpha": 1, "beta": 1, "merge": "add"},
+                                  {"alpha": 2, "beta": 1, "merge": "add"},
+                                  {"alpha": 2, "beta": 1, "merge": "concat"}]
+    [(values, reason)] = space.left_out
+    assert values == {"alpha": 1, "beta": 1, "merge": "concat"}
+    assert "leaves the big branch no channels" in str(reason)
+    assert space.describe()["left_out"][0]["hyperparameters"] == values
+
+
 def test_width_resolution_trial_is_the_query_table_row_and_bad_models_are_refused(
         slimmable_path):
     path, plain = slimmable_path
     space = tuner.make_space("width_resolution", RECIPE, model_path=path,
                              choices={"width": "0.5,1.0", "resolution": [24, 32]})
     assert space.choices == {"width": (0.5, 1.0), "resolution": (24, 32)}
-    values = {"width": 0.5, "resolution": 24}
-    cost = space.cost_of(values, tuner.Budget())  # before any calibration
-    metrics = space.run_trial(values, None, tuner.Budget())
-    row = query_table.query_table(space.model, "digits", [0.5], [24], split="val",
-                                  num_calibration_images=128, latency=False,
-                                  progress=False)[0]
-    assert metrics["val_top1"] == row["top1"]
-    assert metrics["macs"] == row["macs"] == cost.macs
+    costs = {(v["width"], v["resolution"]): space.cost_of(v, tuner.Budget()).macs
+             for v in space.candidates()}  # before any calibration
+    # The whole table: its rows do not depend on the order they were calibrated in.
+    table = query_table.query_table(space.model, "digits", [0.5, 1.0], [24, 32], split="val",
+                                    num_calibration_images=128, latency=False, progress=False)
+    def outputs(width, resolution):  # with the statistics the model holds for the pair
+        images = pipelines.get_dataset("digits", "val", resolution, 16, training=False)
+        sub = slimmable.subnetwork(space.model, width, resolution=(resolution, resolution))
+        return keras.ops.convert_to_numpy(sub(next(iter(images))[0], training=False))
+
+    from_table = {(r["width"], r["resolution"]): outputs(r["width"], r["resolution"])
+                  for r in table}
+    for row in reversed(table):
+        values = {"width": row["width"], "resolution": row["resolution"]}
+        metrics = space.run_trial(values, None, tuner.Budget())  # calibrates it again
+        assert metrics["val_top1"] == row["top1"], values
+        assert metrics["macs"] == row["macs"] == costs[row["width"], row["resolution"]]
+        np.testing.assert_allclose(outputs(**values), from_table[row["width"], row["resolution"]],
+                                   atol=1e-6, err_msg=str(values))
     with pytest.raises(ValueError, match="has no slimmable layers"):
         tuner.make_space("width_resolution", RECIPE, model_path=plain)
     with pytest.raises(ValueError, match="does not exist"):

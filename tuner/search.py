@@ -305,6 +305,10 @@ def summary(made):
                                      "val top-1", "status"], rows)]
     if made.get("message"):
         lines.append(f"\n{made['message']}")
+    if made.get("left_out"):
+        first = made["left_out"][0]
+        lines.append(f"\nleft out {len(made['left_out'])} combinations the builder rejects, "
+                     f"e.g. {first['hyperparameters']}: {first['reason']}")
     best = made["best"]
     if best is None:
         lines.append("\nno trial completed within the budget")

@@ -8,10 +8,13 @@
 - `WidthResolutionSpace` (`width_resolution`): width and input resolution of a trained
   slimmable model; a trial = BatchNorm calibration + evaluation, never training.
 
-Every space is discrete. `candidates()` lists its configurations; `key(values)` names the
-network a configuration builds, so that configurations building the same network (ResNet-20's
-3-block stages with every beta >= 2) share a key and are tried once; `cost(values)` gives the
-MACs (and, where the budget limits it, the latency) before any training where that is known.
+Every space is discrete. `candidates()` lists its configurations: the product of the choices
+less the combinations the builder rejects (such as `alpha=1` with `merge="concat"`), which are
+kept in `left_out` with the reason; a value that builds in no combination is an error.
+`key(values)` names the network a configuration builds, so that configurations building the
+same network (ResNet-20's 3-block stages with every beta >= 2) share a key and are tried once;
+`cost(values)` gives the MACs (and, where the budget limits it, the latency) before any
+training where that is known.
 """
 
 import dataclasses
@@ -55,6 +58,8 @@ class Space(kt.HyperModel):
         self.latency_cache = latency_cache
         self._keys = {}
         self._costs = {}
+        self._candidates = None
+        self.left_out = []  # [(values, reason)]: combinations the builder rejects
 
     # keras-tuner's HyperModel.
 
@@ -70,9 +75,26 @@ class Space(kt.HyperModel):
     # The discrete space.
 
     def candidates(self):
-        """Every configuration (a dict hyperparameter -> value), in grid order."""
-        names = list(self.choices)
-        return [dict(zip(names, combo)) for combo in itertools.product(*self.choices.values())]
+        """Every configuration (a dict hyperparameter -> value) the builder accepts, in grid
+        order. Raises the builder's ValueError when some value of a hyperparameter builds in
+        no combination (the space does not fit the model)."""
+        if self._candidates is None:
+            names = list(self.choices)
+            kept = []
+            for combo in itertools.product(*self.choices.values()):
+                values = dict(zip(names, combo))
+                try:
+                    self.key(values)
+                except ValueError as e:
+                    self.left_out.append((values, e))
+                else:
+                    kept.append(values)
+            for name, options in self.choices.items():
+                for option in options:
+                    if not any(v[name] == option for v in kept):
+                        raise next(e for v, e in self.left_out if v[name] == option)
+            self._candidates = kept
+        return self._candidates
 
     @staticmethod
     def values_id(values):
@@ -123,7 +145,9 @@ class Space(kt.HyperModel):
 
     def describe(self):
         """What the result JSON records about the space."""
-        return {"space": self.name, "choices": {k: list(v) for k, v in self.choices.items()}}
+        return {"space": self.name, "choices": {k: list(v) for k, v in self.choices.items()},
+                "left_out": [{"hyperparameters": v, "reason": str(e).splitlines()[0]}
+                             for v, e in self.left_out]}
 
 
 def structure(model, input_shape):
@@ -178,7 +202,7 @@ class BigLittleSpace(Space):
             merge = ("add", "concat") if self._takes_merge(recipe) else ()
         super().__init__(recipe, {"alpha": alpha, "beta": beta, "merge": merge},
                          latency_cache)
-        self._built = {}  # key -> (model, macs, params) until its cost is asked for
+        self._counts = {}  # key -> (macs, params)
 
     @staticmethod
     def _recipe_check(recipe):
@@ -218,23 +242,18 @@ class BigLittleSpace(Space):
                              f"({given}): {e}") from e
 
     def network_key(self, values):
-        model = self.build_values(values)
-        key, macs, params = structure(model, trainer.input_shape(self.recipe))
-        if not any(k == key for k, _ in self._costs):
-            self._built[key] = (model, macs, params)
+        key, macs, params = structure(self.build_values(values),
+                                      trainer.input_shape(self.recipe))
+        self._counts[key] = (macs, params)  # the model is not kept: a space may be large
         return key
 
     def cost(self, values, budget):
         key = self.key(values)
-        built = self._built.pop(key, None)
-        if built is None:  # its cost asked again (another budget kind): build it once more
-            model = self.build_values(values)
-            built = (model, *structure(model, trainer.input_shape(self.recipe))[1:])
-        model, macs, params = built
+        macs, params = self._counts[key]
         latency = None
         if budget.needs_latency:
             shape = trainer.input_shape(self.recipe)
-            latency = self.measured_latency(key, lambda: model, shape[:2])
+            latency = self.measured_latency(key, lambda: self.build_values(values), shape[:2])
         return Cost(macs, latency, params)
 
     def run_trial(self, values, trial_dir, budget):

@@ -108,7 +108,8 @@ class BudgetAware:
         return pool[int(self._rng(trial_id).integers(len(pool)))]
 
     def choose(self, pool, trial_id):
-        raise NotImplementedError
+        """One of `pool`; each of the three oracles below implements it."""
+        raise NotImplementedError(f"{type(self).__name__} must implement choose(pool, trial_id)")
 
 
 class BudgetRandomOracle(BudgetAware, RandomSearchOracle):

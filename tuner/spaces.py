@@ -124,24 +124,31 @@ class Space(kt.HyperModel):
             return measure()
         return self.latency_cache.get(key, measure)
 
-    # To implement.
+    # What every space implements (the three spaces below and the tests' toy space do; the
+    # base class is never used on its own).
+
+    def _missing(self, method):
+        raise NotImplementedError(f"{type(self).__name__} must implement Space.{method}")
 
     def network_key(self, values):
-        raise NotImplementedError
+        """A name of the network `values` builds (equal for equal networks)."""
+        self._missing("network_key")
 
     def cost(self, values, budget):
-        raise NotImplementedError
+        """The `Cost` of `values`, before any training where that is known."""
+        self._missing("cost")
 
     def run_trial(self, values, trial_dir, budget):
         """Runs one trial; returns metrics (`val_top1`, `macs`, `params`, `latency_ms`)."""
-        raise NotImplementedError
+        self._missing("run_trial")
 
     def build_values(self, values):
-        raise NotImplementedError
+        """The Keras model of `values`."""
+        self._missing("build_values")
 
     def test_top1(self, values, trial_dir):
         """Top-1 on the test split of the configuration a completed trial chose."""
-        raise NotImplementedError
+        self._missing("test_top1")
 
     def describe(self):
         """What the result JSON records about the space."""

@@ -26,7 +26,8 @@ setup(
         "numpy>=1.26",
     ],
     extras_require={
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5"],
+        # jax[cpu]: the tests of the JAX backend (tests/on_jax, run by tests/test_backends.py).
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", "jax[cpu]>=0.4.34"],
         # Only to read official PyTorch checkpoints (.pth / .pth.tar).
         "torch": ["torch>=2.0"],
     },

@@ -6,6 +6,7 @@ import textwrap
 from tqdm.auto import tqdm
 
 from bl_keras import models, paper, profile, timing
+from bl_keras.multires import EXAMPLE_SCALE, example_mixing  # noqa: F401  (also public here)
 
 
 def paper_entry(name, alpha=None, beta=None, width=None, merge=None):
@@ -325,24 +326,6 @@ MULTIRES_EXAMPLE = (
     "Example mixing of the pruned rows: multires_10x64 with logits -{scale:g} x |r - p_l|, "
     "peaked at level p_l = round(3 (l - 1) / 9) of layer l (a fine-to-coarse diagonal like "
     "Fig. 3(b)); the paper's rows depend on its trained weights, which are not published.")
-
-EXAMPLE_SCALE = 1.2
-
-
-def example_mixing(model, scale=EXAMPLE_SCALE):
-    """Sets fixed non-uniform mixing logits on every `MultiResConv` of `model` (layer l peaked
-    at level round((levels - 1) * l / (L - 1)), logits -scale * |r - peak|); returns `model`."""
-    import numpy as np
-
-    from bl_keras.multires import multires_layers
-
-    found = multires_layers(model)
-    for index, layer in enumerate(found):
-        peak = round((layer.levels - 1) * index / max(len(found) - 1, 1))
-        logits = [-scale * abs(r - peak) for r in layer.active]
-        layer.mixing_logits.assign(np.asarray(logits, np.float32))
-    return model
-
 
 @dataclasses.dataclass(frozen=True)
 class MultiresRow:

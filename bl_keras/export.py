@@ -31,7 +31,10 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
+
+from bl_keras._tensorflow import require_tensorflow
+
+tf = require_tensorflow("bl_keras.export (SavedModel, TFLite and ONNX export)")
 
 QUANTIZE = ("none", "float16", "int8")
 SERVING_KEY = "serving_default"

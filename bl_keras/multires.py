@@ -25,7 +25,14 @@ from bl_keras.layers.multires import (
     architecture_weights,
     network_weights,
 )
-from bl_keras.training.methods import search_model
+
+
+def search_model(model, **kwargs):
+    """`bl_keras.training.methods.search_model`: the model wrapped for the alternating search under
+    `fit` (its train step is TensorFlow's, so this needs TensorFlow)."""
+    from bl_keras.training import methods
+
+    return methods.search_model(model, **kwargs)
 
 
 def multires_layers(model):
@@ -110,6 +117,20 @@ def plot_mixing(model_or_weights, path, beta=None, title="Mixing weights softmax
     else:
         weights = np.asarray(model_or_weights)
     return plots.mixing_heatmap(weights, path, beta=beta, title=title)
+
+
+EXAMPLE_SCALE = 1.2
+
+
+def example_mixing(model, scale=EXAMPLE_SCALE):
+    """Sets fixed non-uniform mixing logits on every `MultiResConv` of `model` (layer l peaked
+    at level round((levels - 1) * l / (L - 1)), logits -scale * |r - peak|); returns `model`."""
+    found = multires_layers(model)
+    for index, layer in enumerate(found):
+        peak = round((layer.levels - 1) * index / max(len(found) - 1, 1))
+        logits = [-scale * abs(r - peak) for r in layer.active]
+        layer.mixing_logits.assign(np.asarray(logits, np.float32))
+    return model
 
 
 def _kept_levels(layer, threshold, keep_best):
@@ -282,6 +303,7 @@ def _plain_block(x, source, level):
     return y
 
 
-__all__ = ["DepthMix", "MultiResConv", "architecture_weights", "depth_weights", "kept_levels",
+__all__ = ["DepthMix", "EXAMPLE_SCALE", "MultiResConv", "architecture_weights", "depth_weights",
+           "example_mixing", "kept_levels",
            "learned_depth", "level_macs", "mixing_weights", "multires_layers", "network_weights",
            "plot_mixing", "prune", "search_model"]

@@ -1,7 +1,9 @@
 """Model complexity: trainable parameters and multiply-accumulates (MACs).
 
 MACs are counted analytically per layer, from the layer's kernel and the shapes it sees when the
-model is traced once at the requested input size (a graph trace: nothing is computed). Counted:
+model is traced once at the requested input size by the Keras backend's own shape inference
+(`tf.function` graph, `jax.eval_shape`, torch's meta device: nothing is computed), so the count is
+the same on every backend and needs no TensorFlow. Counted:
 convolutions of every kind (grouped, depthwise, separable, transposed) and dense layers, the
 convention of the paper's "FLOPs" and of the official complexity table. BatchNorm, activations,
 pooling, additions and resizes are not counted. TF's own profiler counts grouped convolutions
@@ -16,8 +18,7 @@ import contextlib
 import math
 
 import keras
-import tensorflow as tf
-from keras.src.backend.common.symbolic_scope import SymbolicScope
+from keras.src import backend
 
 MacRecord = collections.namedtuple("MacRecord", "path layer_type input_shape output_shape macs")
 
@@ -127,13 +128,15 @@ def mac_table(model, input_shape=None):
     """
     shape = _input_shape(model, input_shape)
     records = []
-    dtype = model.inputs[0].dtype
-    # A symbolic scope: shapes only, so a slimmable model counts at a width whose BatchNorm
-    # statistics are not calibrated yet.
-    with _recording(_counted_layers(model), records), SymbolicScope():
-        tf.function(lambda x: model(x, training=False)).get_concrete_function(
-            tf.TensorSpec((1, *shape), dtype)
-        )
+
+    def forward(x):
+        records.clear()  # a backend may trace more than once; the last trace counts
+        return model(x, training=False)
+
+    # The backend's shape inference runs in a symbolic scope: shapes only, so a slimmable model
+    # counts at a width whose BatchNorm statistics are not calibrated yet.
+    with _recording(_counted_layers(model), records):
+        backend.compute_output_spec(forward, keras.KerasTensor((1, *shape), model.inputs[0].dtype))
     return records
 
 

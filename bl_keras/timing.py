@@ -9,10 +9,12 @@ import dataclasses
 import time
 
 import numpy as np
-import tensorflow as tf
 from tqdm.auto import tqdm
 
 from bl_keras import export
+from bl_keras._tensorflow import require_tensorflow
+
+tf = require_tensorflow("bl_keras.timing (timing on TF graph, XLA and TFLite)")
 
 RUNTIMES = ("graph", "xla", "tflite")
 

@@ -8,6 +8,14 @@
 ...                             subset=pipelines.Subset(0.2, "a"))  # 80 % of each class
 """
 
+try:
+    import tensorflow  # noqa: F401
+except ImportError as error:
+    raise ImportError(
+        "pipelines (tf.data input) needs TensorFlow, which is not installed (`pip install "
+        "tensorflow`); Keras' `fit` on the JAX and PyTorch backends reads tf.data datasets too."
+    ) from error
+
 from pipelines.bad_data import BadDataReport, BadExampleError
 from pipelines.core import get_dataset, open_source, parse_spec
 from pipelines.subsets import Subset

@@ -30,9 +30,11 @@ import tempfile
 
 import keras
 import numpy as np
-import tensorflow as tf
 
+from bl_keras._tensorflow import require_tensorflow
 from bl_keras.training import methods
+
+tf = require_tensorflow("bl_keras.training.distributed (the tf.distribute custom training loop)")
 
 __all__ = ["HISTORY_FILE", "STRATEGIES", "is_chief", "make_strategy", "train_custom_loop"]
 

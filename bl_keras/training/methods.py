@@ -28,10 +28,12 @@ import collections
 import copy
 
 import keras
-import tensorflow as tf
 
+from bl_keras._tensorflow import require_tensorflow
 from bl_keras.layers.multires import architecture_weights, network_weights
 from bl_keras.training import optim
+
+tf = require_tensorflow("bl_keras.training.methods (the steps of Plain and AlternatingSearch)")
 
 StepResult = collections.namedtuple(
     "StepResult", "per_example_loss labels predictions regularization extras")

@@ -5,7 +5,10 @@ levels, beta, the learned depth) and the heat map `model_dir/mixing.png` (Fig. 3
 import json
 import os
 
-import tensorflow as tf
+from bl_keras._tensorflow import require_tensorflow
+
+tf = require_tensorflow("bl_keras.training.mixing_log (TensorBoard logs of the mixing weights)")
+
 
 MIXING_FILE = "mixing.json"
 HEATMAP_FILE = "mixing.png"

@@ -35,9 +35,9 @@ In a user's script (the README shows it):
 """
 
 import numpy as np
-import tensorflow as tf
 
 from bl_keras import slimmable
+from bl_keras._tensorflow import require_tensorflow
 from bl_keras.training.methods import (
     Plain,
     StepResult,
@@ -45,6 +45,8 @@ from bl_keras.training.methods import (
     _replicas,
     regularization_loss,
 )
+
+tf = require_tensorflow("bl_keras.training.slimmable (the mutual-learning train step)")
 
 DEFAULT_XLA_WIDTH_STEP = 0.05
 

@@ -20,6 +20,10 @@ setup(
         "tensorflow-datasets>=4.9",
         "absl-py>=2.0",
         "ai-edge-litert>=1.2",
+        # ONNX export (tf2onnx) and ONNX Runtime as a runtime of bl_keras.timing.
+        "tf2onnx>=1.17",
+        "onnx>=1.17",
+        "onnxruntime>=1.20",
         "matplotlib>=3.7",
         "tqdm>=4.60",
         "scikit-learn>=1.3",
@@ -28,7 +32,8 @@ setup(
     extras_require={
         # jax[cpu]: the tests of the JAX backend (tests/on_jax, run by tests/test_backends.py).
         "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", "jax[cpu]>=0.4.34"],
-        # Only to read official PyTorch checkpoints (.pth / .pth.tar).
+        # To read official PyTorch checkpoints (.pth / .pth.tar) and to export the official
+        # models to ONNX for the speed comparison (bl_keras.official).
         "torch": ["torch>=2.0"],
     },
 )

@@ -27,7 +27,7 @@ flags.DEFINE_integer("num_frames", None, "Speech utterance window in frames (def
                      "model's; frame labels use 49).")
 flags.DEFINE_integer("batch_size", 128, "Batch size.")
 flags.DEFINE_integer("classes", None, "Number of classes where the data set does not fix it.")
-flags.DEFINE_enum("latency_runtime", "graph", ["graph", "xla", "tflite"], "Runtime of the "
+flags.DEFINE_enum("latency_runtime", "graph", list(evaluation.timing.RUNTIMES), "Runtime of the "
                   "batch-1 latency.")
 flags.DEFINE_string("output", None, "Also write the JSON report here.")
 flags.mark_flag_as_required("model_path")

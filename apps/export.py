@@ -4,11 +4,13 @@
         --quantize=int8 [--dataset=digits --data_dir= --split=test --image_size=32 \
         --calibration_images=200 --parity_images=500]
     python -m apps.export --model_path=model.keras --output=served/ --format=saved_model
+    python -m apps.export --model_path=model.keras --output=model.onnx --format=onnx
 
 A SavedModel's default signature takes uint8 RGB images; a TFLite flatbuffer takes float32
-images in [0, 255] (also when int8-quantized). int8 calibration images come from the `train`
-split of `--dataset`; the parity check runs on `--split` (held out) and prints the largest
-absolute output difference and the top-1 agreement with the Keras model.
+images in [0, 255] (also when int8-quantized); an ONNX model takes float32 images in [0, 255]
+(input "images", dynamic batch, output "output_0"), checked in ONNX Runtime. int8 calibration
+images come from the `train` split of `--dataset`; the parity check runs on `--split` (held out)
+and prints the largest absolute output difference and the top-1 agreement with the Keras model.
 
 A slimmable model (MutualNet) exports one width-resolution configuration: its BatchNorm
 statistics are calibrated on --num_calibration_images `train` images of `--dataset` at
@@ -41,8 +43,9 @@ from bl_keras import query_table as qt
 
 FLAGS = flags.FLAGS
 flags.DEFINE_string("model_path", None, "Keras model to export (.keras).")
-flags.DEFINE_string("output", None, "Where to write: a .tflite file or a SavedModel directory.")
-flags.DEFINE_enum("format", "tflite", ["saved_model", "tflite"], "Export format.")
+flags.DEFINE_string("output", None, "Where to write: a .tflite or .onnx file, or a SavedModel "
+                    "directory.")
+flags.DEFINE_enum("format", "tflite", ["saved_model", "tflite", "onnx"], "Export format.")
 flags.DEFINE_enum("quantize", "none", ["none", "float16", "int8"],
                   "TFLite quantization: float32, float16 weights, or full int8.")
 flags.DEFINE_string("dataset", "digits", "Data set spec of pipelines.get_dataset for the parity "
@@ -113,7 +116,7 @@ def configurations(model):
         raise app.UsageError(f"a configuration repeats in {pairs}")
     if len(pairs) > 1 and FLAGS.format != "saved_model":
         raise app.UsageError("several configurations go into one SavedModel "
-                             "(--format=saved_model); a TFLite file holds one")
+                             "(--format=saved_model); a TFLite or ONNX file holds one")
     return pairs
 
 
@@ -156,7 +159,7 @@ def main(argv):
     if not FLAGS["verbosity"].present:
         logging.set_verbosity(logging.WARNING)  # TF's SavedModel-writing chatter
 
-    if FLAGS.format == "saved_model" and FLAGS.quantize != "none":
+    if FLAGS.format != "tflite" and FLAGS.quantize != "none":
         raise app.UsageError("--quantize applies to --format=tflite only")
     model = keras.models.load_model(FLAGS.model_path)
     pairs = configurations(model)
@@ -191,6 +194,13 @@ def main(argv):
 
     if FLAGS.format == "saved_model":
         export.export_saved_model(model, FLAGS.output, image_size=(height, width))
+    elif FLAGS.format == "onnx":
+        try:
+            onnx_model = export.to_onnx(model, image_size=(height, width))
+        except export.UnsupportedOpsError as error:
+            raise app.UsageError(str(error)) from error
+        with open(FLAGS.output, "wb") as f:
+            f.write(onnx_model)
     else:
         calibration = None
         if FLAGS.quantize == "int8":
@@ -201,7 +211,7 @@ def main(argv):
                                       image_size=(height, width))
         with open(FLAGS.output, "wb") as f:
             f.write(flatbuffer)
-    kind = FLAGS.format if FLAGS.format == "saved_model" else f"tflite ({FLAGS.quantize})"
+    kind = f"tflite ({FLAGS.quantize})" if FLAGS.format == "tflite" else FLAGS.format
     print(f"{model.name} -> {kind} {FLAGS.output}: {disk_size(FLAGS.output):,} bytes, "
           f"input {height}x{width}{' log-mel x frames' if speech else ''}")
     if FLAGS.parity_images <= 0:

@@ -219,12 +219,19 @@ class SpeedSummary:
         return self.latency[0].seconds / self.latency[1].seconds
 
 
+OFFICIAL = "official"  # the name of the official model's timings
+
+
 def speed_comparison(baseline="resnet50", model="bl_resnet50", size=224, batch=16,
-                     runtimes=timing.RUNTIMES, repeats=10, latency_repeats=50, progress=True):
-    """Times `model` against `baseline` on every runtime at `batch` and at batch 1, in one run."""
+                     runtimes=timing.RUNTIMES, repeats=10, latency_repeats=50, progress=True,
+                     official=None):
+    """Times `model` against `baseline` on every runtime at `batch` and at batch 1, in one run;
+    `official` (a `timing.External`, e.g. `bl_keras.official.external`) is timed with them on
+    its own runtime, under the name `OFFICIAL`."""
     built = {name: models.get(name, input_shape=(size, size, 3)) for name in (baseline, model)}
     mac_ratio = profile.count_macs(built[baseline]) / profile.count_macs(built[model])
-    timings = timing.measure(built, runtimes=runtimes, batches=(batch, 1), repeats=repeats,
+    timed = dict(built) if official is None else {**built, OFFICIAL: official}
+    timings = timing.measure(timed, runtimes=runtimes, batches=(batch, 1), repeats=repeats,
                              latency_repeats=latency_repeats, progress=progress)
     summary = SpeedSummary(
         baseline,
@@ -236,10 +243,33 @@ def speed_comparison(baseline="resnet50", model="bl_resnet50", size=224, batch=1
     return timings, summary
 
 
+def official_table(timings, model, batch):
+    """Our `model` on its best runtime against the official model's timings (`OFFICIAL`), at
+    `batch` (images/s) and at batch 1 (ms); a ratio >= 1.00x means ours is as fast or faster."""
+    rows = []
+    for size, unit in ((batch, "img/s"), (1, "ms")):
+        theirs = timing.best(timings, OFFICIAL, size)
+        ours = timing.best(timings, model, size)
+        ours_onnx = [t for t in timings if t.model == model and t.batch == size
+                     and t.runtime == theirs.runtime]
+        value = (lambda t: f"{t.images_per_second:.1f}") if unit == "img/s" else (
+            lambda t: f"{t.seconds * 1e3:.1f}")
+        rows.append([
+            f"{'throughput' if unit == 'img/s' else 'latency'}, batch {size} ({unit})",
+            f"{value(theirs)} ({theirs.runtime})",
+            f"{value(ours_onnx[0])}" if ours_onnx else "-",
+            f"{value(ours)} ({ours.runtime})",
+            f"{theirs.seconds / ours.seconds:.2f}x",
+        ])
+    headers = ["official PyTorch model vs ours", f"official {model}", f"ours, {theirs.runtime}",
+               "ours, best runtime", "ours faster by"]
+    return format_table(headers, rows)
+
+
 def timings_table(timings, baseline, model):
     by_key = {(t.model, t.runtime, t.batch): t for t in timings}
     rows = []
-    for runtime in dict.fromkeys(t.runtime for t in timings):
+    for runtime in dict.fromkeys(t.runtime for t in timings if t.model == baseline):
         for batch in dict.fromkeys(t.batch for t in timings):
             base, ours = by_key[baseline, runtime, batch], by_key[model, runtime, batch]
             rows.append([

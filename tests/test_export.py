@@ -242,6 +242,53 @@ def test_app_int8_tflite(trained, tmp_path):
     assert np.dtype("int8") in set(dtypes.values())
 
 
+@pytest.fixture(scope="module")
+def onnx_model(trained):
+    model, _ = trained
+    return export.to_onnx(model)
+
+
+def test_onnx_takes_the_image_alone_and_matches_keras(trained, onnx_model, data):
+    """The issue's bug: Keras' own `model.export(format="onnx")` of a model normalising inside
+    makes the normalisation constants extra required inputs. Ours takes the image alone."""
+    import onnx
+
+    model, _ = trained
+    graph = onnx.load_from_string(onnx_model).graph
+    assert [i.name for i in graph.input] == ["images"]
+    dims = [d.dim_value or d.dim_param for d in graph.input[0].type.tensor_type.shape.dim]
+    assert dims == ["batch", 32, 32, 3]
+    ops = [node.op_type for node in graph.node]
+    # The rewrites applied: merges as integer resizes, the scale folded into the stem conv.
+    assert ops[:3] == ["Transpose", "Sub", "Conv"] and "Mul" not in ops[:4]
+    resizes = [node for node in graph.node if node.op_type == "Resize"]
+    assert len(resizes) == 2 and all(
+        onnx.helper.get_attribute_value(a) == b"asymmetric" for node in resizes
+        for a in node.attribute if a.name == "coordinate_transformation_mode")
+    result = export.parity(model, onnx_model, data["test"], batch_size=50)  # last batch: 10
+    print(result)
+    assert result["count"] == 360
+    assert result["max_abs_diff"] <= 1e-4 and result["top1_agreement"] == 1.0
+    one = export.onnx_predict(onnx_model, data["test"][:3], batch_size=1)
+    np.testing.assert_allclose(one, export.keras_predict(model, data["test"][:3]), atol=1e-4)
+    # Without the speed rewrites (benchmarks/onnx_export.py's comparison): still the image
+    # alone and the same outputs, merges as TF traces them.
+    plain = export.to_onnx(model, optimize=False)
+    graph = onnx.load_from_string(plain).graph
+    assert [i.name for i in graph.input] == ["images"]
+    assert "Resize" not in {node.op_type for node in graph.node}
+    assert export.parity(model, plain, data["test"][:64])["max_abs_diff"] <= 1e-4
+
+
+def test_app_onnx(trained, tmp_path):
+    _, model_path = trained
+    output = tmp_path / "model.onnx"
+    diff, agreement = run_app(f"--model_path={model_path}", f"--output={output}",
+                              "--format=onnx")
+    assert output.is_file() and not export.is_tflite(output)
+    assert diff <= 1e-4 and agreement == 1.0, (diff, agreement)
+
+
 def test_app_saved_model(trained, tmp_path):
     _, model_path = trained
     output = tmp_path / "served"

@@ -89,6 +89,8 @@ def app_runs(trained, tmp_path_factory):
                    out / "sub.tflite"),
         "saved_model": (_start("export", *export_args, "--format=saved_model",
                                f"--output={out / 'served'}"), out / "served"),
+        "onnx": (_start("export", *export_args, "--format=onnx",
+                        f"--output={out / 'sub.onnx'}"), out / "sub.onnx"),
         "no_width": (_start("export", f"--model_path={model_path}",
                             f"--output={out / 'x.tflite'}"), out / "x.tflite"),
     }
@@ -278,7 +280,7 @@ def test_app_query_table(app_runs):
     assert png[:8] == b"\x89PNG\r\n\x1a\n" and len(png) > 10_000
 
 
-@pytest.mark.parametrize("name", ["tflite", "saved_model"])
+@pytest.mark.parametrize("name", ["tflite", "saved_model", "onnx"])
 def test_app_exports_one_configuration(app_runs, name):
     _, stdout, _, path = finish(app_runs, name)
     assert f"width {EXPORT_WIDTH:g} at {EXPORT_SIZE}x{EXPORT_SIZE}: BatchNorm calibrated" in stdout

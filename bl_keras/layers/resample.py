@@ -10,10 +10,33 @@ including the odd ones (13 -> 25) that inputs which are not multiples of 32 prod
 small map to the large one by broadcasting over a (h, 2, w, 2) view instead of materialising
 the upsampled tensor: the same numbers, one fused elementwise op instead of two gathers and an
 add (the profile of a batch-1 forward pass showed the materialised upsample costing more than
-its share).
+its share). ONNX Runtime is the other way round: it runs a `Resize` in its blocked layout and
+the broadcast view out of it, so exports to ONNX trace the merges inside `resize_merges()`,
+which makes `upsample_add` (and `upsample_to`) resize at an exact 2x (the same numbers: for an
+exact doubling the half-pixel nearest rule of the resize picks source `i // 2`, as PyTorch
+does).
 """
 
+import contextlib
+import contextvars
+
 from keras import ops
+
+_RESIZE_MERGES = contextvars.ContextVar("bl_keras_resize_merges", default=False)
+
+
+@contextlib.contextmanager
+def resize_merges():
+    """Within this context, merges traced by `upsample_add` at an exact 2x use one nearest
+    resize op and an add instead of the broadcast over a (h, 2, w, 2) view. For exports to
+    runtimes that fuse resizes into their own layout (ONNX Runtime); trace the model inside it.
+    """
+    token = _RESIZE_MERGES.set(True)
+    try:
+        yield
+    finally:
+        _RESIZE_MERGES.reset(token)
+
 
 UPSAMPLE_MODES = ("nearest", "bilinear")
 
@@ -61,6 +84,9 @@ def upsample_add(small, large, mode="nearest"):
     if mode == "bilinear":
         return large + resize_bilinear(small, _dynamic_hw(large))
     if small_hw is not None and large_hw == (2 * small_hw[0], 2 * small_hw[1]):
+        if _RESIZE_MERGES.get():
+            return large + ops.image.resize(small, large_hw, interpolation="nearest",
+                                            antialias=False)
         h, w = small_hw
         channels = large.shape[-1]
         grid = ops.reshape(large, (-1, h, 2, w, 2, channels))
@@ -78,7 +104,12 @@ def upsample_to(small, large, mode="nearest"):
     size = _dynamic_hw(large)
     if mode == "bilinear":
         return resize_bilinear(small, size)
+    small_hw = _static_hw(small)
+    if (_RESIZE_MERGES.get() and small_hw is not None
+            and _static_hw(large) == (2 * small_hw[0], 2 * small_hw[1])):
+        return ops.image.resize(small, size, interpolation="nearest", antialias=False)
     return resize_nearest(small, size)
 
 
-__all__ = ["UPSAMPLE_MODES", "resize_nearest", "resize_bilinear", "upsample_add", "upsample_to"]
+__all__ = ["UPSAMPLE_MODES", "resize_nearest", "resize_bilinear", "resize_merges", "upsample_add",
+           "upsample_to"]

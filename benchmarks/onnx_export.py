@@ -1,0 +1,102 @@
+"""What the ONNX export's rewrites buy in ONNX Runtime, against the official PyTorch model.
+
+    python benchmarks/onnx_export.py --official_code=/src/BigLittleNet   # ~2 min on 2 cores
+    python benchmarks/onnx_export.py --model=bl_resnet20_cifar --size=32 --repeats=3 \\
+        --latency_repeats=3                                                # smoke
+
+Times in one interleaved ONNX Runtime run, batch --batch and batch 1: `--model` exported with
+`bl_keras.export.to_onnx(optimize=False)` (tf2onnx's graph, taking the image alone), with the
+rewrites (`optimize=True`, what `apps.export --format=onnx` writes), and with --official_code
+the official PyTorch model (IBM/BigLittleNet) exported with `torch.onnx.export`. With
+--official_weights both models get the same official weights and the outputs are compared
+(softmax of the official logits against ours). Also prints the op types ONNX Runtime runs
+after its own graph optimizations, for each graph.
+"""
+
+import collections
+import os
+import tempfile
+
+import numpy as np
+from absl import app, flags
+
+from bl_keras import benchmark, convert, export, models, official, timing
+
+FLAGS = flags.FLAGS
+flags.DEFINE_string("model", "bl_resnet50", "Registered model to export.")
+flags.DEFINE_integer("size", 224, "Input size.")
+flags.DEFINE_integer("batch", 16, "Batch of the throughput measurement.")
+flags.DEFINE_integer("repeats", 10, "Timed runs at --batch.")
+flags.DEFINE_integer("latency_repeats", 50, "Timed runs at batch 1.")
+flags.DEFINE_string("official_code", None, "A checkout of IBM/BigLittleNet (needs torch).")
+flags.DEFINE_string("official_weights", None, "Official weights for both models (.pth/.npz).")
+
+PLAIN, OURS = "tf2onnx as is", "ours (rewritten)"
+
+
+def runtime_ops(onnx_model):
+    """Counter of the op types ONNX Runtime runs after its own graph optimizations."""
+    import onnx
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        options = onnxruntime.SessionOptions()
+        options.optimized_model_filepath = os.path.join(tmp, "optimized.onnx")
+        options.log_severity_level = 3
+        onnxruntime.InferenceSession(onnx_model, options, providers=["CPUExecutionProvider"])
+        graph = onnx.load(options.optimized_model_filepath).graph
+    return collections.Counter(node.op_type for node in graph.node)
+
+
+def softmax(logits):
+    e = np.exp(logits - logits.max(axis=-1, keepdims=True))
+    return e / e.sum(axis=-1, keepdims=True)
+
+
+def main(argv):
+    del argv
+    model = models.get(FLAGS.model, input_shape=(FLAGS.size, FLAGS.size, 3))
+    if FLAGS.official_weights:
+        convert.load_official_weights(model, FLAGS.official_weights)
+    size = FLAGS.size
+    graphs = {PLAIN: export.to_onnx(model, optimize=False), OURS: export.to_onnx(model)}
+    if FLAGS.official_code:
+        torch_model = official.build(FLAGS.official_code, FLAGS.model, FLAGS.official_weights)
+        graphs[benchmark.OFFICIAL] = official.to_onnx(torch_model, size)
+    entries = {
+        name: official.external(graph, size) if name == benchmark.OFFICIAL else
+        timing.External("onnx", (size, size, 3),
+                        lambda batch, graph=graph: timing.onnx_runner(graph))
+        for name, graph in graphs.items()
+    }
+    if FLAGS.official_code and FLAGS.official_weights:
+        images = np.random.default_rng(0).uniform(0, 255, (4, size, size, 3)).astype("float32")
+        session = export.onnx_session(graphs[benchmark.OFFICIAL])
+        theirs = softmax(session.run(None, {"input": official.normalise(images)})[0])
+        ours = export.onnx_predict(graphs[OURS], images)
+        print(f"same weights, 4 random images: max |softmax(official) - ours| = "
+              f"{np.abs(theirs - ours).max():.3g}, top-1 agreement "
+              f"{np.mean(theirs.argmax(-1) == ours.argmax(-1)):.0%}\n")
+    print(f"## Ops ONNX Runtime runs ({FLAGS.model} at {size}x{size}, after its optimizations)\n")
+    counts = {name: runtime_ops(graph) for name, graph in graphs.items()}
+    kinds = sorted(set().union(*counts.values()), key=lambda op: -counts[OURS][op])
+    print(benchmark.format_table(["op", *counts],
+                                 [[op, *(str(c[op]) for c in counts.values())] for op in kinds]))
+    timings = timing.measure(entries, runtimes=(), batches=(FLAGS.batch, 1),
+                             repeats=FLAGS.repeats, latency_repeats=FLAGS.latency_repeats)
+    by_key = {(t.model, t.batch): t for t in timings}
+    rows = []
+    for name in graphs:
+        batch, single = by_key[name, FLAGS.batch], by_key[name, 1]
+        rows.append([name, f"{batch.images_per_second:.1f}", f"{single.seconds * 1e3:.1f}",
+                     f"{batch.seconds / by_key[OURS, FLAGS.batch].seconds:.2f}x",
+                     f"{single.seconds / by_key[OURS, 1].seconds:.2f}x"])
+    print(f"\n## ONNX Runtime, {os.cpu_count()} threads, median of {FLAGS.repeats} runs at batch "
+          f"{FLAGS.batch} and {FLAGS.latency_repeats} at batch 1, interleaved\n")
+    print(benchmark.format_table(
+        ["graph", f"batch {FLAGS.batch} img/s", "batch 1 ms",
+         f"ours faster by (batch {FLAGS.batch})", "ours faster by (batch 1)"], rows))
+
+
+if __name__ == "__main__":
+    app.run(main)

@@ -22,7 +22,7 @@ demo: install-demo
 	$(PY) -m apps.demo
 
 test: install
-	$(PY) -m pytest -n 2 -q tests
+	$(PY) -m pytest -n 2 --dist worksteal -q tests
 
 lint: install
 	$(PY) -m ruff check .

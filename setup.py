@@ -31,7 +31,7 @@ setup(
     ],
     extras_require={
         # jax[cpu]: the tests of the JAX backend (tests/on_jax, run by tests/test_backends.py).
-        "dev": ["pytest>=8", "pytest-xdist>=3.5", "ruff>=0.5", "jax[cpu]>=0.4.34"],
+        "dev": ["pytest>=8", "pytest-xdist>=3.5", "filelock>=3.0", "ruff>=0.5", "jax[cpu]>=0.4.34"],
         # To read official PyTorch checkpoints (.pth / .pth.tar) and to export the official
         # models to ONNX for the speed comparison (bl_keras.official).
         "torch": ["torch>=2.0"],

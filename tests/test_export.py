@@ -1,8 +1,8 @@
 """Deployment exports (`bl_keras.export`, `apps.export`) of a bL-ResNet-20 trained on digits.
 
-One model is trained per module (a few epochs on scikit-learn's digits at 32x32, >= 90% test
-accuracy) and each TFLite variant is converted once; the checks compare the exports with Keras
-on the held-out test split.
+One model is trained per test session (a few epochs on scikit-learn's digits at 32x32, >= 90%
+test accuracy) and each export is made once, whichever test worker needs it first; the checks
+compare the exports with Keras on the held-out test split.
 """
 
 import os
@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 import tensorflow as tf
 from ai_edge_litert.interpreter import Interpreter
+from conftest import made_once
 
 import pipelines
 from bl_keras import export, models
@@ -38,9 +39,8 @@ def data():
     }
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data):
-    """(model, path of its .keras file): bl_resnet20_cifar logits, >= 90% test accuracy."""
+def train(path, data):
+    """Trains bl_resnet20_cifar (logits) on digits to >= 90% test accuracy, saves it at path."""
     keras.utils.set_random_seed(0)
     train = pipelines.get_dataset("digits", "train", 32, BATCH, training=True, seed=0)
     model = models.bl_resnet20_cifar(classes=10, input_shape=(32, 32, 3),
@@ -56,20 +56,35 @@ def trained(tmp_path_factory, data):
     accuracy = float(np.mean(np.argmax(logits, -1) == data["test_labels"]))
     print(f"digits test accuracy of the trained model: {accuracy:.4f}")
     assert accuracy >= 0.9, accuracy
-    path = tmp_path_factory.mktemp("export") / "bl_resnet20_digits.keras"
     model.save(path)
-    return model, path
 
 
 @pytest.fixture(scope="module")
-def flatbuffers(trained, data):
+def trained(tmp_path_factory, data):
+    """(model, path of its .keras file): bl_resnet20_cifar logits, >= 90% test accuracy;
+    trained once for all the test workers."""
+    path = made_once(tmp_path_factory, "bl_resnet20_digits.keras",
+                     lambda path: train(path, data))
+    return keras.saving.load_model(path), path
+
+
+def exported_once(tmp_path_factory, name, export_fn):
+    """The bytes `export_fn()` returns, made once for all the test workers."""
+    return made_once(tmp_path_factory, name,
+                     lambda path: path.write_bytes(export_fn())).read_bytes()
+
+
+@pytest.fixture(scope="module")
+def flatbuffers(tmp_path_factory, trained, data):
     model, _ = trained
-    return {
-        "none": export.to_tflite(model),
-        "float16": export.to_tflite(model, quantize="float16"),
-        "int8": export.to_tflite(model, quantize="int8",
-                                 representative_images=data["train"][:200]),
+    options = {
+        "none": {},
+        "float16": {"quantize": "float16"},
+        "int8": {"quantize": "int8", "representative_images": data["train"][:200]},
     }
+    return {name: exported_once(tmp_path_factory, f"digits_{name}.tflite",
+                                lambda kwargs=kwargs: export.to_tflite(model, **kwargs))
+            for name, kwargs in options.items()}
 
 
 def tensor_dtypes(flatbuffer):
@@ -243,9 +258,9 @@ def test_app_int8_tflite(trained, tmp_path):
 
 
 @pytest.fixture(scope="module")
-def onnx_model(trained):
+def onnx_model(tmp_path_factory, trained):
     model, _ = trained
-    return export.to_onnx(model)
+    return exported_once(tmp_path_factory, "digits.onnx", lambda: export.to_onnx(model))
 
 
 def test_onnx_takes_the_image_alone_and_matches_keras(trained, onnx_model, data):

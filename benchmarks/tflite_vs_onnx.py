@@ -15,7 +15,7 @@
 3. Every distinct convolution of the network alone at batch 1, both runtimes in one interleaved
    loop, summed over the network by output size beside the whole network (does the network's
    gap live in the convolutions' kernels, or elsewhere?), and the convolutions where TFLite
-   loses the most time.
+   loses the most time, also on one thread (the kernels, or how work is split over threads?).
 """
 
 import collections
@@ -82,16 +82,19 @@ def compiled_model_runner(flatbuffer, batch):
     return run
 
 
-def runner(runtime, exported, batch):
+def runner(runtime, exported, batch, num_threads=None):
     if runtime == "tflite":
-        return timing.tflite_runner(exported, batch)
+        return timing.tflite_runner(exported, batch, num_threads=num_threads)
     if runtime == "litert_compiled":
         return compiled_model_runner(exported, batch)
-    return timing.onnx_runner(exported)
+    return timing.onnx_runner(exported, num_threads=num_threads)
 
 
-def external(runtime, exported, shape):
-    return timing.External("cpu", shape, lambda batch: runner(runtime, exported, batch))
+def external(runtime, exported, shape, num_threads=None):
+    """Our export on one runtime, labelled "cpu" so that every entry of a `timing.measure` call
+    is timed in one interleaved loop."""
+    return timing.External("cpu", shape,
+                           lambda batch: runner(runtime, exported, batch, num_threads))
 
 
 def cut_points(model):
@@ -190,30 +193,54 @@ def single_conv(conv):
 RUNTIMES = ("tflite", "onnx")
 
 
-def time_convs_alone(counts):
-    """{(runtime, conv): ms of one call at batch 1, less the runtime's cost of a call (a model
-    of one ReLU on 8 numbers)}, every conv and runtime timed in one interleaved loop; and
+TRIVIAL = ("call", (1, 1, 8))  # a model of one ReLU on 8 numbers: the cost of one call
+
+
+def export_convs(convs):
+    """{(runtime, conv): export} of each convolution alone and of the trivial model, and
     {conv: (MACs, output size)}."""
-    trivial = keras.Sequential([keras.Input((1, 1, 8)), keras.layers.ReLU()])
-    entries = {(r, "call"): external(r, VARIANTS[r][1](trivial), (1, 1, 8)) for r in RUNTIMES}
+    trivial = keras.Sequential([keras.Input(TRIVIAL[1]), keras.layers.ReLU()])
+    exported = {(r, TRIVIAL): VARIANTS[r][1](trivial) for r in RUNTIMES}
     facts = {}
-    for conv in tqdm(counts, desc="exporting single convolutions", leave=False):
+    for conv in tqdm(convs, desc="exporting single convolutions", leave=False):
         alone = single_conv(conv)
         facts[conv] = (profile.count_macs(alone), alone.output_shape[1])
         for r in RUNTIMES:
-            entries[r, conv] = external(r, VARIANTS[r][1](alone), conv.input)
+            exported[r, conv] = VARIANTS[r][1](alone)
+    return exported, facts
+
+
+CALLS_PER_RUN = 10  # a timed run calls a single convolution 10 times in a row, as in a network
+
+
+def time_alone(exported, convs, num_threads=None):
+    """{(runtime, conv): ms of one call at batch 1 on `num_threads` threads (default one per
+    core), less the runtime's cost of a call}, every entry timed in one interleaved loop; each
+    timed run is `CALLS_PER_RUN` calls in a row (warm caches and threads, as inside a network)."""
+
+    def repeated(runtime, export, batch):
+        run = runner(runtime, export, batch, num_threads)
+        return lambda x: [run(x) for _ in range(CALLS_PER_RUN)]
+
+    entries = {}
+    for r in RUNTIMES:
+        for c in (TRIVIAL, *convs):
+            shape = c[1] if c == TRIVIAL else c.input
+            entries[r, c] = timing.External(
+                "cpu", shape, lambda batch, r=r, c=c: repeated(r, exported[r, c], batch))
     times = by_key(timing.measure(entries, runtimes=(), batches=(1,),
                                   latency_repeats=FLAGS.latency_repeats))
-    call = {r: times[(r, "call"), 1] * 1e3 for r in RUNTIMES}
-    alone_ms = {(r, conv): times[(r, conv), 1] * 1e3 - call[r] for r in RUNTIMES for conv in counts}
-    return alone_ms, facts, call
+    ms = {key: times[key, 1] * 1e3 / CALLS_PER_RUN for key, _ in entries.items()}
+    call = {r: ms[r, TRIVIAL] for r in RUNTIMES}
+    return {(r, c): ms[r, c] - call[r] for r in RUNTIMES for c in convs}, call
 
 
 def by_conv(model, whole):
     """Every distinct convolution of the model timed alone at batch 1, summed over the network
     by output size, beside the whole network; then the convolutions where TFLite loses most."""
     counts = conv_shapes(model)
-    ms, facts, call = time_convs_alone(counts)
+    exported, facts = export_convs(counts)
+    ms, call = time_alone(exported, counts)
     groups = collections.defaultdict(collections.Counter)
     for conv, n in counts.items():
         macs, size = facts[conv]
@@ -240,16 +267,22 @@ def by_conv(model, whole):
         ["output size", "convs", "MMACs", "tflite ms", "onnx ms", "tflite GMAC/s",
          "onnx GMAC/s", "tflite / onnx"], rows))
 
+    # The convolutions where TFLite loses most, timed again on one thread each: is the gap in
+    # the kernels, or in how the work is split over the threads?
     worst = sorted(counts, key=lambda c: counts[c] * (ms["onnx", c] - ms["tflite", c]))
+    worst = worst[:FLAGS.top]
+    single, _ = time_alone(exported, worst, num_threads=1)
     rows = [[f"{c.kernel[0]}x{c.kernel[1]}/{c.strides[0]}" + (f" g{c.groups}" * (c.groups > 1)),
              f"{c.input[0]}x{c.input[1]}x{c.input[2]} -> {c.filters}", str(counts[c]),
              f"{facts[c][0] / 1e6:.1f}", *(f"{ms[r, c]:.3f}" for r in RUNTIMES),
-             f"{ms['tflite', c] / ms['onnx', c]:.2f}"] for c in worst[:FLAGS.top]]
+             f"{ms['tflite', c] / ms['onnx', c]:.2f}", *(f"{single[r, c]:.3f}" for r in RUNTIMES),
+             f"{single['tflite', c] / single['onnx', c]:.2f}"] for c in worst]
     print(f"\n## The {len(rows)} convolutions that cost TFLite the most time over ONNX Runtime "
-          f"(one call each)\n")
+          f"(one call each, on {os.cpu_count()} threads and on 1)\n")
     print(benchmark.format_table(
         ["kernel/stride", "input -> filters", "count", "MMACs", "tflite ms", "onnx ms",
-         "tflite / onnx"], rows))
+         "tflite / onnx", "tflite ms, 1 thread", "onnx ms, 1 thread", "tflite / onnx, 1 thread"],
+        rows))
 
 
 def main(argv):

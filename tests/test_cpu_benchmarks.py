@@ -66,7 +66,9 @@ def test_tflite_vs_onnx_and_onnx_export_smoke():
     assert sum(int(row[1]) for row in sizes) == 28
     assert {row[0] for row in by_size} >= {"whole network", "rest (network - convolutions)"}
     worst = one(found, "The 8 convolutions that cost TFLite the most")
-    assert len(worst) == 8 and all(float(row[4]) > 0 and float(row[5]) > 0 for row in worst)
+    # Times on 2 threads and on 1, less the cost of a call (tiny convolutions: may be < 0).
+    assert len(worst) == 8 and all(len(row) == 10 for row in worst)
+    assert all(float(cell) == float(cell) for row in worst for cell in row[3:])
 
     found = tables(out["onnx_export"])
     assert [row[0] for row in one(found, "ONNX Runtime, ")] == ["tf2onnx as is",

@@ -9,8 +9,9 @@ Times in one interleaved ONNX Runtime run, batch --batch and batch 1: `--model` 
 rewrites (`optimize=True`, what `apps.export --format=onnx` writes), and with --official_code
 the official PyTorch model (IBM/BigLittleNet) exported with `torch.onnx.export`. With
 --official_weights both models get the same official weights and the outputs are compared
-(softmax of the official logits against ours). Also prints the op types ONNX Runtime runs
-after its own graph optimizations, for each graph.
+(softmax of the official logits against ours). Also prints, for each graph, the op types
+ONNX Runtime runs after its own graph optimizations and the time its profiler gives each op
+type at batch 1.
 """
 
 import collections
@@ -48,6 +49,64 @@ def runtime_ops(onnx_model):
     return collections.Counter(node.op_type for node in graph.node)
 
 
+def op_times(graphs, size, runs):
+    """{graph name: {op type: (nodes, ms per run)}} at batch 1 from ONNX Runtime's own profiler
+    (the kernels' time; threads and spinning as `bl_keras.timing` runs them), the graphs'
+    sessions taking turns run by run, after one warm-up run each."""
+    import json
+
+    import onnxruntime
+
+    with tempfile.TemporaryDirectory() as tmp:
+        sessions, feeds = {}, {}
+        for i, (name, graph) in enumerate(graphs.items()):
+            options = onnxruntime.SessionOptions()
+            options.enable_profiling = True
+            options.profile_file_prefix = os.path.join(tmp, f"profile{i}")
+            options.intra_op_num_threads = os.cpu_count()
+            options.add_session_config_entry("session.intra_op.allow_spinning", "0")
+            options.log_severity_level = 3
+            sessions[name] = onnxruntime.InferenceSession(graph, options,
+                                                          providers=["CPUExecutionProvider"])
+            image = sessions[name].get_inputs()[0]
+            shape = (1, 3, size, size) if image.shape[1] == 3 else (1, size, size, 3)  # NCHW?
+            feeds[name] = {image.name: np.random.default_rng(0).uniform(0, 255, shape)
+                           .astype("float32")}
+        for _ in range(runs + 1):
+            for name, session in sessions.items():
+                session.run(None, feeds[name])
+        times = {}
+        for name, session in sessions.items():
+            with open(session.end_profiling()) as f:
+                events = json.load(f)
+            microseconds = collections.defaultdict(list)  # op -> per node call, in run order
+            for event in events:
+                if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
+                    microseconds[event["args"]["op_name"]].append(event["dur"])
+            times[name] = {}
+            for op, calls in microseconds.items():
+                nodes = len(calls) // (runs + 1)
+                times[name][op] = (nodes, sum(calls[nodes:]) / runs / 1e3)  # less the warm-up
+    return times
+
+
+def print_op_times(times):
+    """One table of `op_times` per graph (name -> {op: (nodes, ms)}), ours' costliest first."""
+    kinds = sorted(set().union(*times.values()), key=lambda op: -times[OURS].get(op, (0, 0))[1])
+    rows = []
+    for op in kinds:
+        cells = [(str(t[op][0]), f"{t[op][1]:.2f}") if op in t else ("", "")
+                 for t in times.values()]
+        rows.append([op, *(c for pair in cells for c in pair)])
+    totals = [(str(sum(n for n, _ in t.values())), f"{sum(ms for _, ms in t.values()):.2f}")
+              for t in times.values()]
+    rows.append(["all", *(c for pair in totals for c in pair)])
+    print(f"\n## Time per op type in ONNX Runtime at batch 1 (its profiler, mean of "
+          f"{FLAGS.latency_repeats} runs, the graphs taking turns)\n")
+    print(benchmark.format_table(
+        ["op", *(f"{name}: {unit}" for name in times for unit in ("nodes", "ms"))], rows))
+
+
 def softmax(logits):
     e = np.exp(logits - logits.max(axis=-1, keepdims=True))
     return e / e.sum(axis=-1, keepdims=True)
@@ -82,6 +141,7 @@ def main(argv):
     kinds = sorted(set().union(*counts.values()), key=lambda op: -counts[OURS][op])
     print(benchmark.format_table(["op", *counts],
                                  [[op, *(str(c[op]) for c in counts.values())] for op in kinds]))
+    print_op_times(op_times(graphs, size, FLAGS.latency_repeats))
     timings = timing.measure(entries, runtimes=(), batches=(FLAGS.batch, 1),
                              repeats=FLAGS.repeats, latency_repeats=FLAGS.latency_repeats)
     by_key = {(t.model, t.batch): t for t in timings}

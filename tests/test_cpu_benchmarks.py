@@ -75,3 +75,7 @@ def test_tflite_vs_onnx_and_onnx_export_smoke():
                                                                "ours (rewritten)"]
     ops = {row[0]: row[1:] for row in one(found, "Ops ONNX Runtime runs")}
     assert int(ops["Conv"][1]) == len(convs)  # ours after ONNX Runtime's optimizations
+    op_times = {row[0]: row[1:] for row in one(found, "Time per op type in ONNX Runtime")}
+    assert int(op_times["Conv"][2]) == len(convs) and float(op_times["Conv"][3]) > 0
+    assert int(op_times["all"][2]) > len(convs)
+    assert float(op_times["all"][3]) >= float(op_times["Conv"][3])

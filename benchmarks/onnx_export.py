@@ -51,8 +51,9 @@ def runtime_ops(onnx_model):
 
 def op_times(graphs, size, runs):
     """{graph name: {op type: (nodes, ms per run)}} at batch 1 from ONNX Runtime's own profiler
-    (the kernels' time; threads and spinning as `bl_keras.timing` runs them), the graphs'
-    sessions taking turns run by run, after one warm-up run each."""
+    (each node's median kernel time, summed by op type; threads and spinning as
+    `bl_keras.timing` runs them), the graphs' sessions taking turns in a rotating order, after
+    one warm-up run each."""
     import json
 
     import onnxruntime
@@ -72,21 +73,23 @@ def op_times(graphs, size, runs):
             shape = (1, 3, size, size) if image.shape[1] == 3 else (1, size, size, 3)  # NCHW?
             feeds[name] = {image.name: np.random.default_rng(0).uniform(0, 255, shape)
                            .astype("float32")}
-        for _ in range(runs + 1):
-            for name, session in sessions.items():
-                session.run(None, feeds[name])
+        names = list(sessions)
+        for run in range(runs + 1):
+            for name in names[run % len(names):] + names[:run % len(names)]:  # rotating order
+                sessions[name].run(None, feeds[name])
         times = {}
         for name, session in sessions.items():
             with open(session.end_profiling()) as f:
                 events = json.load(f)
-            microseconds = collections.defaultdict(list)  # op -> per node call, in run order
+            calls = collections.defaultdict(list)  # (op, node) -> microseconds, in run order
             for event in events:
                 if event.get("cat") == "Node" and event["name"].endswith("_kernel_time"):
-                    microseconds[event["args"]["op_name"]].append(event["dur"])
-            times[name] = {}
-            for op, calls in microseconds.items():
-                nodes = len(calls) // (runs + 1)
-                times[name][op] = (nodes, sum(calls[nodes:]) / runs / 1e3)  # less the warm-up
+                    calls[event["args"]["op_name"], event["name"]].append(event["dur"])
+            ops = collections.defaultdict(lambda: [0, 0.0])
+            for (op, _), durations in calls.items():
+                ops[op][0] += 1
+                ops[op][1] += float(np.median(durations[1:])) / 1e3  # less the warm-up
+            times[name] = {op: tuple(v) for op, v in ops.items()}
     return times
 
 
@@ -101,7 +104,7 @@ def print_op_times(times):
     totals = [(str(sum(n for n, _ in t.values())), f"{sum(ms for _, ms in t.values()):.2f}")
               for t in times.values()]
     rows.append(["all", *(c for pair in totals for c in pair)])
-    print(f"\n## Time per op type in ONNX Runtime at batch 1 (its profiler, mean of "
+    print(f"\n## Time per op type in ONNX Runtime at batch 1 (its profiler, median of "
           f"{FLAGS.latency_repeats} runs, the graphs taking turns)\n")
     print(benchmark.format_table(
         ["op", *(f"{name}: {unit}" for name in times for unit in ("nodes", "ms"))], rows))

@@ -70,7 +70,8 @@ def op_times(graphs, size, runs):
             sessions[name] = onnxruntime.InferenceSession(graph, options,
                                                           providers=["CPUExecutionProvider"])
             image = sessions[name].get_inputs()[0]
-            shape = (1, 3, size, size) if image.shape[1] == 3 else (1, size, size, 3)  # NCHW?
+            nchw = image.shape[1] == 3  # the official graph
+            shape = (1, 3, size, size) if nchw else (1, size, size, 3)
             feeds[name] = {image.name: np.random.default_rng(0).uniform(0, 255, shape)
                            .astype("float32")}
         names = list(sessions)

@@ -42,7 +42,7 @@ def data():
 def train(path, data):
     """Trains bl_resnet20_cifar (logits) on digits to >= 90% test accuracy, saves it at path."""
     keras.utils.set_random_seed(0)
-    train = pipelines.get_dataset("digits", "train", 32, BATCH, training=True, seed=0)
+    dataset = pipelines.get_dataset("digits", "train", 32, BATCH, training=True, seed=0)
     model = models.bl_resnet20_cifar(classes=10, input_shape=(32, 32, 3),
                                      classifier_activation=None)
     steps = EPOCHS * (len(data["train"]) // BATCH)
@@ -51,7 +51,7 @@ def train(path, data):
                                        momentum=0.9),
         loss=keras.losses.SparseCategoricalCrossentropy(from_logits=True),
     )
-    model.fit(train, epochs=EPOCHS, verbose=0)
+    model.fit(dataset, epochs=EPOCHS, verbose=0)
     logits = export.keras_predict(model, data["test"])
     accuracy = float(np.mean(np.argmax(logits, -1) == data["test_labels"]))
     print(f"digits test accuracy of the trained model: {accuracy:.4f}")

@@ -1,6 +1,6 @@
 """TFLite (LiteRT, XNNPACK) against ONNX Runtime on the same network, and where they differ.
 
-    python benchmarks/tflite_vs_onnx.py                    # bL-ResNet-50 at 224, 4 min on 2 cores
+    python benchmarks/tflite_vs_onnx.py                    # bL-ResNet-50 at 224, 5 min on 2 cores
     python benchmarks/tflite_vs_onnx.py --model=bl_resnet20_cifar --size=32 --repeats=3 \\
         --latency_repeats=3                                # smoke
 

@@ -41,6 +41,7 @@ flags.DEFINE_bool("convs", True, "Also time each distinct convolution alone at b
 flags.DEFINE_integer("top", 8, "Convolutions listed where TFLite loses the most time.")
 
 STAGE_PREFIXES = ("stem", "stage1", "stage2", "stage3", "stage4")
+RUNTIMES = ("tflite", "onnx")  # the two compared stage by stage and convolution by convolution
 
 
 def tflite_resize_merges(model):
@@ -82,19 +83,18 @@ def compiled_model_runner(flatbuffer, batch):
     return run
 
 
-def runner(runtime, exported, batch, num_threads=None):
-    if runtime == "tflite":
-        return timing.tflite_runner(exported, batch, num_threads=num_threads)
-    if runtime == "litert_compiled":
-        return compiled_model_runner(exported, batch)
-    return timing.onnx_runner(exported, num_threads=num_threads)
-
-
-def external(runtime, exported, shape, num_threads=None):
+def external(runtime, exported, shape, num_threads=None, calls=1):
     """Our export on one runtime, labelled "cpu" so that every entry of a `timing.measure` call
-    is timed in one interleaved loop."""
-    return timing.External("cpu", shape,
-                           lambda batch: runner(runtime, exported, batch, num_threads))
+    is timed in one interleaved loop; a timed run makes `calls` calls in a row."""
+
+    def make_runner(batch):
+        if runtime == "litert_compiled":
+            run = compiled_model_runner(exported, batch)
+        else:
+            run = timing.make_runner(None, runtime, batch, num_threads, flatbuffer=exported)
+        return run if calls == 1 else lambda x: [run(x) for _ in range(calls)]
+
+    return timing.External("cpu", shape, make_runner)
 
 
 def cut_points(model):
@@ -146,19 +146,18 @@ def by_stage(model, shape):
     macs = [profile.count_macs(m) for m in prefixes]
     entries = {}
     for (stage, _), prefix in zip(points, prefixes):
-        entries["tflite", stage] = external("tflite", export.to_tflite(prefix), shape)
-        entries["onnx", stage] = external("onnx", export.to_onnx(prefix), shape)
+        for r in RUNTIMES:
+            entries[r, stage] = external(r, VARIANTS[r][1](prefix), shape)
     times = by_key(timing.measure(entries, runtimes=(), batches=(1,),
                                   latency_repeats=FLAGS.latency_repeats))
     rows, previous = [], {"tflite": 0.0, "onnx": 0.0, "macs": 0}
     for (stage, _), stage_macs in zip(points, macs):
-        ms = {r: (times[(r, stage), 1] - previous[r]) * 1e3 for r in ("tflite", "onnx")}
+        ms = {r: (times[(r, stage), 1] - previous[r]) * 1e3 for r in RUNTIMES}
         mmacs = (stage_macs - previous["macs"]) / 1e6
         rows.append([stage, f"{mmacs:.0f}", f"{ms['tflite']:.2f}", f"{ms['onnx']:.2f}",
-                     *(f"{mmacs / ms[r]:.0f}" if ms[r] > 0 else "-" for r in ("tflite", "onnx")),
+                     *(f"{mmacs / ms[r]:.0f}" if ms[r] > 0 else "-" for r in RUNTIMES),
                      f"{ms['tflite'] / ms['onnx']:.2f}" if ms["onnx"] > 0 else "-"])
-        previous = {"tflite": times[("tflite", stage), 1], "onnx": times[("onnx", stage), 1],
-                    "macs": stage_macs}
+        previous = {**{r: times[(r, stage), 1] for r in RUNTIMES}, "macs": stage_macs}
     print(f"\n## Stage by stage, batch 1 (differences of interleaved prefix timings, median of "
           f"{FLAGS.latency_repeats})\n")
     print(benchmark.format_table(
@@ -190,9 +189,6 @@ def single_conv(conv):
     ])
 
 
-RUNTIMES = ("tflite", "onnx")
-
-
 TRIVIAL = ("call", (1, 1, 8))  # a model of one ReLU on 8 numbers: the cost of one call
 
 
@@ -217,20 +213,12 @@ def time_alone(exported, convs, num_threads=None):
     """{(runtime, conv): ms of one call at batch 1 on `num_threads` threads (default one per
     core), less the runtime's cost of a call}, every entry timed in one interleaved loop; each
     timed run is `CALLS_PER_RUN` calls in a row (warm caches and threads, as inside a network)."""
-
-    def repeated(runtime, export, batch):
-        run = runner(runtime, export, batch, num_threads)
-        return lambda x: [run(x) for _ in range(CALLS_PER_RUN)]
-
-    entries = {}
-    for r in RUNTIMES:
-        for c in (TRIVIAL, *convs):
-            shape = c[1] if c == TRIVIAL else c.input
-            entries[r, c] = timing.External(
-                "cpu", shape, lambda batch, r=r, c=c: repeated(r, exported[r, c], batch))
+    entries = {(r, c): external(r, exported[r, c], TRIVIAL[1] if c == TRIVIAL else c.input,
+                                num_threads, calls=CALLS_PER_RUN)
+               for r in RUNTIMES for c in (TRIVIAL, *convs)}
     times = by_key(timing.measure(entries, runtimes=(), batches=(1,),
                                   latency_repeats=FLAGS.latency_repeats))
-    ms = {key: times[key, 1] * 1e3 / CALLS_PER_RUN for key, _ in entries.items()}
+    ms = {key: times[key, 1] * 1e3 / CALLS_PER_RUN for key in entries}
     call = {r: ms[r, TRIVIAL] for r in RUNTIMES}
     return {(r, c): ms[r, c] - call[r] for r in RUNTIMES for c in convs}, call
 
